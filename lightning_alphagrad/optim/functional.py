@@ -1,0 +1,56 @@
+"""AlphaGrad math shared by the optimizer and the monitoring callbacks.
+
+For one parameter tensor with gradient ``g`` (any shape, ``n = g.numel()`` elements):
+
+- ``g~ = g / (||g||_2 + eps)``      (norm over all ``n`` elements, computed in fp32 for fp16/bf16 gradients)
+- ``u  = tanh(alpha_t * g~)``       (elementwise, every component in (-1, 1))
+
+where ``alpha_t = alpha`` or, with ``size_aware=True``, ``alpha_t = alpha * sqrt(n)``. Since ``||g~|| < 1`` the entries
+of ``g~`` have size ``~1/sqrt(n)``, so a fixed ``alpha`` bends tanh much less on big tensors than on small ones;
+``alpha * sqrt(n)`` makes ``alpha`` the steepness applied to the RMS-normalized gradient ``sqrt(n) * g~``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["effective_alpha", "grad_norm", "normalized_tanh_update", "upcast_dtype"]
+
+
+def upcast_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype AlphaGrad computes norms and updates in: fp32 for fp16/bf16, the dtype itself otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def effective_alpha(alpha: float, numel: int, size_aware: bool) -> float:
+    """Steepness actually applied to ``g~`` of a tensor with ``numel`` elements."""
+    return alpha * math.sqrt(numel) if size_aware else alpha
+
+
+def grad_norm(grad: Tensor) -> Tensor:
+    """L2 norm over all elements of ``grad`` as a 0-d tensor in ``upcast_dtype(grad.dtype)``."""
+    return torch.linalg.vector_norm(grad, dtype=upcast_dtype(grad.dtype))
+
+
+def normalized_tanh_update(
+    grad: Tensor, alpha: float, eps: float, *, size_aware: bool = False, norm: Tensor | None = None
+) -> Tensor:
+    """``u = tanh(alpha_t * g / (||g|| + eps))`` for one tensor, in ``upcast_dtype(grad.dtype)``.
+
+    Args:
+        grad: gradient of one parameter tensor, any shape.
+        alpha: steepness (> 0).
+        eps: added to the norm (> 0); a zero gradient gives a zero update.
+        size_aware: use ``alpha * sqrt(grad.numel())`` as the steepness.
+        norm: ``||grad||_2`` if already computed (as returned by :func:`grad_norm`).
+
+    Returns:
+        ``u`` with the shape of ``grad``; this is exactly the update direction the optimizer uses before momentum.
+    """
+    if norm is None:
+        norm = grad_norm(grad)
+    normalized = grad.to(norm.dtype) / (norm + eps)
+    return normalized.mul_(effective_alpha(alpha, grad.numel(), size_aware)).tanh_()
