@@ -7,8 +7,10 @@ from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
 from lightning_alphagrad.rl.evaluation import evaluate_policy
 from lightning_alphagrad.rl.module import RLModule
 from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
+from lightning_alphagrad.rl.ppo import PPO, ppo_mlp
 
 __all__ = [
+    "PPO",
     "EpisodeStatistics",
     "EpisodeTracker",
     "RLModule",
@@ -20,6 +22,7 @@ __all__ = [
     "evaluate_policy",
     "final_observations",
     "make_vector_env",
+    "ppo_mlp",
     "probe_spaces",
     "step_index_loader",
 ]

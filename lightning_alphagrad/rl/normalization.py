@@ -94,7 +94,7 @@ class RunningMeanStd(nn.Module):
 
     def get_extra_state(self) -> dict[str, Any]:
         """Statistics for ``state_dict``; pending batches are merged into the saved statistics."""
-        mean, var = torch.from_numpy(self.mean.copy()), torch.from_numpy(self.var.copy())
+        mean, var = torch.from_numpy(np.array(self.mean)), torch.from_numpy(np.array(self.var))
         return {"mean": mean, "var": var, "count": self.count}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
