@@ -299,7 +299,7 @@ class PPO(RLModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.optimizer_name == "adam":
-            return torch.optim.Adam(self.parameters(), lr=self.learning_rate, eps=self.eps)
+            return torch.optim.Adam(self.parameters(), lr=self.learning_rate, eps=self.eps, fused=True)
         return AlphaGrad(
             self.parameters(), lr=self.learning_rate, alpha=self.alpha, momentum=self.momentum, eps=self.eps
         )
@@ -366,18 +366,20 @@ class PPO(RLModule):
         }
 
     def compute_advantages(self, rollout: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """GAE advantages and returns ``(num_steps, num_envs)``."""
-        values, rewards, ends = rollout["values"], rollout["rewards"], rollout["ends"]
-        advantages = torch.zeros_like(rewards)
-        last_advantage = torch.zeros(self.num_envs, device=self.device)
-        next_value = rollout["next_value"]
+        """GAE advantages and returns ``(num_steps, num_envs)`` (computed in numpy: a 2048-step loop of tiny ops)."""
+        values = rollout["values"].cpu().numpy()
+        rewards, ends = rollout["rewards"].cpu().numpy(), rollout["ends"].cpu().numpy()
+        advantages = np.zeros_like(rewards)
+        last_advantage = np.zeros(self.num_envs, dtype=np.float32)
+        next_value = rollout["next_value"].cpu().numpy()
         for t in reversed(range(self.num_steps)):
             not_end = 1.0 - ends[t]
             delta = rewards[t] + self.gamma * next_value * not_end - values[t]
             last_advantage = delta + self.gamma * self.gae_lambda * not_end * last_advantage
             advantages[t] = last_advantage
             next_value = values[t]
-        return advantages, advantages + values
+        advantages_tensor = torch.from_numpy(advantages).to(self.device)
+        return advantages_tensor, advantages_tensor + rollout["values"]
 
     def set_learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
         """Anneal every group's lr linearly from its initial value to 0 over the run; returns the first group's lr."""
@@ -387,25 +389,34 @@ class PPO(RLModule):
             group["lr"] = frac * group["initial_lr"]
         return optimizer.param_groups[0]["lr"]
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        """Backward (DDP averages gradients), optional clipping; steps only when every gradient is finite."""
+    def update(self, optimizer: torch.optim.Optimizer, schedulers: list[Any], loss: Tensor) -> None:
+        """Backward (DDP averages gradients), optional clipping; steps only when every gradient is finite.
+
+        Schedulers from ``configure_optimizers`` (e.g. the CLI's ``--lr_scheduler``, an alpha schedule) step once per
+        update, skipped or not; with ``anneal_lr`` the learning rate is reset every iteration, so an lr scheduler
+        needs ``anneal_lr=False``.
+        """
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        params = [p for p in self.parameters() if p.grad is not None]
         if self.max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
         else:
-            norm = torch.nn.utils.get_total_norm(grads)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
         if torch.isfinite(norm):
             optimizer.step()
         else:
             self.skipped_updates += 1
+        for scheduler in schedulers:
+            scheduler.step()
 
     def training_step(self, batch: int, batch_idx: int) -> None:
         if self.env_steps >= self.num_iterations * self.global_batch_size:
             self.trainer.should_stop = True
             return
         optimizer = self.optimizers()
+        schedulers = self.lr_schedulers()
+        schedulers = [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
         learning_rate = self.set_learning_rate(optimizer.optimizer)
         rollout = self.collect_rollout()
         for normalizer in (self.obs_rms, self.reward_scaler):
@@ -447,7 +458,7 @@ class PPO(RLModule):
                     v_loss = 0.5 * v_loss_unclipped.mean()
                 entropy_loss = entropy.mean()
                 loss = pg_loss - self.ent_coef * entropy_loss + v_loss * self.vf_coef
-                self.optimizer_step(optimizer, loss)
+                self.update(optimizer, schedulers, loss)
 
             if self.target_kl is not None:
                 mean_kl = self.trainer.strategy.reduce(approx_kl.detach(), reduce_op="mean")
