@@ -118,22 +118,27 @@ def test_log_prob_and_entropy_match_torch_distributions() -> None:
     continuous = PPO(env_id="Pendulum-v1", num_steps=64, num_minibatches=4)
     with torch.no_grad():
         continuous.actor_logstd.copy_(torch.tensor([-0.7]))
-    obs = torch.randn(5, 3)
-    actions, sampled_log_prob = continuous.sample_actions(obs)
+    obs, actions = torch.randn(5, 3), torch.randn(5, 1)
     log_prob, entropy = continuous.log_prob_and_entropy(obs, actions)
     reference = torch.distributions.Normal(continuous.actor(obs), continuous.actor_logstd.exp())
     torch.testing.assert_close(log_prob, reference.log_prob(actions).sum(-1))
-    torch.testing.assert_close(sampled_log_prob, log_prob)
     torch.testing.assert_close(entropy, reference.entropy().sum(-1))
 
     discrete = PPO(env_id="CartPole-v1", num_steps=64, num_minibatches=4)
-    obs = torch.randn(7, 4)
-    actions, sampled_log_prob = discrete.sample_actions(obs)
+    obs, actions = torch.randn(7, 4), torch.tensor([0, 1, 1, 0, 1, 0, 0])
     log_prob, entropy = discrete.log_prob_and_entropy(obs, actions)
     reference = torch.distributions.Categorical(logits=discrete.actor(obs))
     torch.testing.assert_close(log_prob, reference.log_prob(actions))
-    torch.testing.assert_close(sampled_log_prob, log_prob)
     torch.testing.assert_close(entropy, reference.entropy())
+
+
+def test_gumbel_sampling_follows_the_categorical_policy() -> None:
+    """argmax(logits + Gumbel noise) picks each action with its softmax probability (chi-square-free check)."""
+    model = PPO(env_id="CartPole-v1", num_envs=1, num_steps=64, num_minibatches=4)
+    logits = torch.tensor([0.3, -0.5])
+    noise = model.sampling_noise(40_000)[:, 0]  # (40000, 2)
+    frequency = (logits + noise).argmax(-1).float().mean().item()
+    assert frequency == pytest.approx(torch.softmax(logits, -1)[1].item(), abs=0.01)  # 4 standard errors
 
 
 def test_gae_matches_discounted_sum_of_td_errors_within_episodes() -> None:
