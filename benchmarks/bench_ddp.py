@@ -4,8 +4,9 @@
 
 Each rank does the same work in both runs (``iterations`` PPO iterations of 2048 steps, CleanRL MuJoCo settings, one
 torch thread per process), so per-rank steps/s would be equal if DDP cost nothing. The driver runs the 1-process and
-the N-process run one after the other, each in a fresh interpreter (``strategy="ddp"`` re-launches the script), and
-checks that all ranks end with identical parameters.
+N independent 1-process runs at once (the cost of sharing the CPU, without DDP), then the N-process DDP run, each in
+a fresh interpreter (``strategy="ddp"`` re-launches the script), and checks that all ranks end with identical
+parameters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 
 import lightning as L
+import numpy as np
 import torch
 
 from lightning_alphagrad.rl import PPO
@@ -68,20 +70,35 @@ def main() -> None:
     if args.worker:
         worker(args.env_id, args.iterations, args.devices)
         return
-    results = {}
-    for devices in (1, args.devices):
-        command = [sys.executable, __file__, "--worker", "--env-id", args.env_id]
-        command += ["--iterations", str(args.iterations), "--devices", str(devices)]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def command(devices: int) -> list[str]:
+        options = ["--env-id", args.env_id, "--iterations", str(args.iterations), "--devices", str(devices)]
+        return [sys.executable, __file__, "--worker", *options]
+
+    def result(output: str) -> dict:
         line = next(line for line in output.splitlines() if line.startswith(RESULT_PREFIX))
-        results[devices] = json.loads(line[len(RESULT_PREFIX) :])
-        print(results[devices], flush=True)
-    single, ddp = results[1]["per_rank_steps_per_s"], results[args.devices]["per_rank_steps_per_s"]
+        return json.loads(line[len(RESULT_PREFIX) :])
+
+    single = result(subprocess.run(command(1), capture_output=True, text=True, check=True).stdout)
+    print("1 process alone:", single, flush=True)
+    # The same number of independent 1-process runs at once: what sharing the CPU costs without any DDP.
+    processes = [subprocess.Popen(command(1), stdout=subprocess.PIPE, text=True) for _ in range(args.devices)]
+    concurrent = [result(process.communicate()[0]) for process in processes]
+    print(f"{args.devices} independent processes at once:", concurrent, flush=True)
+    ddp = result(subprocess.run(command(args.devices), capture_output=True, text=True, check=True).stdout)
+    print(f"ddp with {args.devices} processes:", ddp, flush=True)
+
+    alone, shared = single["per_rank_steps_per_s"], np.mean([r["per_rank_steps_per_s"] for r in concurrent])
+    per_rank = ddp["per_rank_steps_per_s"]
     print(f"\n{args.env_id}, {args.iterations} iterations of 2048 steps per rank, 1 torch thread per process")
-    print(f"1 process:            {single:.0f} env steps/s")
-    print(f"{args.devices} processes (ddp): {ddp:.0f} env steps/s per rank, {ddp * args.devices:.0f} in total")
-    print(f"per-rank throughput with DDP: {ddp / single:.2f}x of one process")
-    print(f"identical parameters on all ranks: {results[args.devices]['identical_params']}")
+    print(f"1 process alone:                        {alone:.0f} env steps/s")
+    print(f"{args.devices} independent processes at once:      {shared:.0f} env steps/s each")
+    total = per_rank * args.devices
+    print(
+        f"ddp, {args.devices} processes:                      {per_rank:.0f} env steps/s per rank, {total:.0f} in total"
+    )
+    print(f"per-rank throughput: ddp / alone = {per_rank / alone:.2f}x, ddp / independent = {per_rank / shared:.2f}x")
+    print(f"identical parameters on all ranks: {ddp['identical_params']}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -370,3 +373,17 @@ def test_cartpole_learns_within_30k_steps() -> None:
     fit_trainer.fit(model)
     assert model.env_steps == 117 * 256
     assert fit_trainer.callback_metrics["eval/return_mean"].item() >= 150.0
+
+
+def test_ddp_subprocess_two_ranks_identical_params(tmp_path: Path) -> None:
+    """``strategy="ddp"`` re-runs its script per rank, so the run lives in ``tests/ddp_ppo_script.py``."""
+    script = Path(__file__).with_name("ddp_ppo_script.py")
+    environment = {**os.environ, "PYTHONPATH": str(script.parent.parent)}
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, env=environment, timeout=300)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert torch.equal(ranks[0]["before"], ranks[1]["before"])
+    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
+    assert not torch.equal(ranks[0]["params"], ranks[0]["before"])
+    np.testing.assert_array_equal(ranks[0]["obs_mean"], ranks[1]["obs_mean"])
+    assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 3 * 32 * 2

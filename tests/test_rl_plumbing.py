@@ -175,6 +175,7 @@ def test_episode_tracker_and_statistics() -> None:
 
 def test_evaluate_policy_takes_quota_per_sub_env() -> None:
     """3 episodes on 2 sub-envs: 2 from env 0 (seeded, then reset), 1 from env 1, as independent envs give."""
+
     def policy(obs: np.ndarray) -> np.ndarray:
         return (obs[:, 2] > 0).astype(np.int64)  # lean right when the pole leans right
 
