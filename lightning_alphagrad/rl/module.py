@@ -22,7 +22,8 @@ class RLModule(L.LightningModule):
 
     - training envs of rank ``r`` reset with ``seed + env_steps + r * num_envs + i`` (``env_steps`` is 0 on a fresh
       run; after a resume the envs restart with fresh seeds, since env states are not checkpointed);
-    - eval envs reset with ``eval_seed(r, num_eval_envs)`` at every evaluation (same start states each time);
+    - eval envs of rank ``r`` reset with ``seed + 10**6 + r * num_eval_envs + i`` at every evaluation (the same start
+      states each time);
     - ``self.generator`` (action sampling, minibatch shuffling) is seeded from ``(seed, rank, env_steps)``.
     """
 

@@ -50,7 +50,7 @@ class RunningMeanStd(nn.Module):
     As gymnasium's ``NormalizeObservation``: the statistics start at mean 0, variance 1, count ``epsilon`` and every
     :meth:`update` merges a batch in. Each rank also keeps what it saw since the last :meth:`sync`; ``sync`` merges the
     pending batches of all ranks, in rank order, into the last synced statistics, so afterwards every rank holds the
-    statistics of everything all ranks saw. With one process ``sync`` changes nothing.
+    statistics of everything all ranks saw. With one process ``sync`` changes the statistics only by rounding.
 
     Args:
         shape: shape of one sample.
@@ -69,7 +69,12 @@ class RunningMeanStd(nn.Module):
         self.clip = clip
         self.stats = Moments(self.shape, count=epsilon)
         self.synced = Moments(self.shape, count=epsilon)
-        self.pending_sum, self.pending_sum_sq, self.pending_count = np.zeros(self.shape), np.zeros(self.shape), [0]
+        # Sums of the batches since the last sync (updated in place: no nn.Module attribute assignment per step).
+        self.pending_sum, self.pending_sum_sq, self.pending_count = (
+            np.zeros(self.shape),
+            np.zeros(self.shape),
+            np.zeros(1),
+        )
 
     @property
     def mean(self) -> np.ndarray:
