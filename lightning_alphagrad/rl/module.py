@@ -84,6 +84,7 @@ class RLModule(L.LightningModule):
         values["env_steps"] = float(self.env_steps)
         for logger in self.trainer.loggers:
             logger.log_metrics(values, step=self.env_steps)
+            logger.save()  # once per call (an RL iteration), so file-based logs can be followed while training
         self.trainer.callback_metrics.update({name: torch.tensor(value) for name, value in values.items()})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
