@@ -1,0 +1,105 @@
+"""``OptimizerStepMonitor``: the base of the monitors; measures once per optimizer and logging window."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["OptimizerStepMonitor", "group_name", "layer_name", "sum_by_layer"]
+
+
+def layer_name(param_name: str) -> str:
+    """The module a parameter belongs to: ``"actor.0.weight" -> "actor.0"`` (a top-level parameter keeps its name)."""
+    return param_name.rsplit(".", 1)[0] if "." in param_name else param_name
+
+
+def group_name(group: dict, index: int) -> str:
+    """The param group's ``name`` if it has one, else ``pg{index}``."""
+    return str(group.get("name", f"pg{index}"))
+
+
+class OptimizerStepMonitor(Callback):
+    """Calls :meth:`measure` in ``on_before_optimizer_step`` once per optimizer per logging window and logs its result.
+
+    A logging window is ``log_every_n_steps`` training batches; an optimizer is measured at its first step in each
+    window, which is the logging step ``(batch + 1) % log_every_n_steps == 0`` for an optimizer stepped every batch,
+    and the next step after it for one stepped less often (TD3's delayed actor). The decision depends only on the
+    batch count, so under DDP every rank measures on the same steps. Nothing is computed without a logger or with
+    ``log_every_n_steps=0``. Metrics go to every logger at the step ``self.log`` uses for that batch.
+
+    Keys name the optimizer like ``LearningRateMonitor``: its class name, with ``-1``, ``-2``, ... for further
+    optimizers of the same class, unless ``optimizer_names`` (one name per optimizer, in the order of
+    ``configure_optimizers``) is given.
+    """
+
+    def __init__(self, optimizer_names: Sequence[str] | None = None) -> None:
+        self.optimizer_names = list(optimizer_names) if optimizer_names is not None else None
+        self._names: dict[int, str] = {}
+        self._param_names: dict[int, str] = {}
+        self._measured_window: dict[int, int] = {}
+        self._first_window = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        optimizers = [getattr(opt, "optimizer", opt) for opt in trainer.optimizers]
+        if self.optimizer_names is not None:
+            if len(self.optimizer_names) != len(optimizers):
+                raise ValueError(
+                    f"Invalid optimizer_names: {self.optimizer_names}; expected one name for each of the "
+                    f"{len(optimizers)} optimizers"
+                )
+            names = self.optimizer_names
+        else:
+            seen: Counter[str] = Counter()
+            names = []
+            for opt in optimizers:
+                cls = type(opt).__name__
+                names.append(cls if seen[cls] == 0 else f"{cls}-{seen[cls]}")
+                seen[cls] += 1
+        self._names = {id(opt): name for opt, name in zip(optimizers, names, strict=True)}
+        self._param_names = {id(p): name for name, p in pl_module.named_parameters()}
+        self._measured_window = {}
+        every = trainer.log_every_n_steps
+        self._first_window = trainer.fit_loop.epoch_loop._batches_that_stepped // every if every > 0 else 0
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
+        every = trainer.log_every_n_steps
+        if every == 0 or not trainer.loggers:
+            return
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        window = (step + 1) // every
+        key = id(optimizer)
+        if window <= self._measured_window.get(key, self._first_window) or key not in self._names:
+            return
+        self._measured_window[key] = window
+        metrics = self.measure(optimizer, self._names[key])
+        if metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+
+    def param_name(self, param: Tensor, group_index: int, index: int) -> str:
+        """The parameter's name in the LightningModule (``pg{group_index}.{index}`` if it is not registered there)."""
+        return self._param_names.get(id(param), f"pg{group_index}.{index}")
+
+    def measure(self, optimizer: Optimizer, name: str) -> dict[str, float]:
+        """Metrics of ``optimizer`` (keyed ``.../{name}/...``) right before its step; at most one host transfer."""
+        raise NotImplementedError
+
+
+def sum_by_layer(rows: Tensor, layers: list[str]) -> tuple[list[str], Tensor]:
+    """Sum the rows of ``rows`` (shape ``(P, k)``, one row per parameter) over parameters of the same layer.
+
+    Returns the distinct layer names in first-seen order and their sums, shape ``(L, k)``.
+    """
+    order = list(dict.fromkeys(layers))
+    index = torch.tensor([order.index(layer) for layer in layers], device=rows.device)
+    return order, torch.zeros(len(order), rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(
+        0, index, rows
+    )
