@@ -279,7 +279,7 @@ class SequentialAlpha(_CompositeAlpha):
         last_epoch: int = -1,
     ) -> None:
         milestones = list(milestones)
-        if len(milestones) != len(schedulers) - 1:
+        if schedulers and len(milestones) != len(schedulers) - 1:
             raise ValueError(
                 f"Invalid milestones: {milestones}; expected len(schedulers) - 1 = {len(schedulers) - 1} entries"
             )

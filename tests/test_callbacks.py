@@ -325,3 +325,20 @@ def test_ddp_spawn_two_ranks_log_identical_values(tmp_path: Path) -> None:
     assert ranks[0] == ranks[1]
     alphas = [ranks[0][str(s)]["alpha/AlphaGrad/pg0"] for s in (1, 3, 5, 7)]
     assert alphas[0] == 2.0 and len(set(alphas)) > 1  # the adaptive schedule moved alpha, the same on both ranks
+
+
+def test_resume_from_checkpoint_logs_the_same_steps_and_values(tmp_path: Path) -> None:
+    def run(root: Path, epochs: int, ckpt_path: str | None = None) -> pl.Trainer:
+        callbacks = [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()]
+        fit = trainer(root, callbacks, max_epochs=epochs, log_every_n_steps=4, enable_checkpointing=True)
+        fit.fit(AdaptiveActorCritic(), make_loader(6), ckpt_path=ckpt_path)
+        return fit
+
+    torch.set_num_threads(1)
+    run(tmp_path / "straight", epochs=2)
+    first = run(tmp_path / "first", epochs=1)
+    run(tmp_path / "resumed", epochs=2, ckpt_path=first.checkpoint_callback.best_model_path)
+    straight = read_csv(tmp_path / "straight" / "metrics.csv")
+    assert sorted(straight) == [3, 7, 11]
+    assert read_csv(tmp_path / "first" / "metrics.csv") == {3: straight[3]}
+    assert read_csv(tmp_path / "resumed" / "metrics.csv") == {7: straight[7], 11: straight[11]}
