@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch.optim import Optimizer
 
-from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name, sum_by_layer
+from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name
 from lightning_alphagrad.optim.functional import grad_norm
 
 __all__ = ["GradNormMonitor"]
@@ -48,11 +49,13 @@ class GradNormMonitor(OptimizerStepMonitor):
         if not norms:
             return {}
         device = norms[0].device
-        norms_t = torch.stack([n.to(device=device, dtype=torch.float64) for n in norms])
-        layers, layer_sq = sum_by_layer(norms_t.square().unsqueeze(1), [layer_name(n) for n in names])
-        parts = [layer_sq.squeeze(1).sqrt(), norms_t.square().sum().sqrt().unsqueeze(0)]
-        keys = [f"grad_norm/{name}/{layer}" for layer in layers] + [f"grad_norm/{name}/total"]
+        values = torch.stack([n.to(device) for n in norms]).tolist()  # the one device-to-host transfer
+        squares: dict[str, float] = {}
+        for param, value in zip(names, values, strict=True):
+            layer = layer_name(param)
+            squares[layer] = squares.get(layer, 0.0) + value * value
+        metrics = {f"grad_norm/{name}/{layer}": math.sqrt(square) for layer, square in squares.items()}
+        metrics[f"grad_norm/{name}/total"] = math.sqrt(sum(squares.values()))
         if self.per_parameter:
-            parts.append(norms_t)
-            keys += [f"grad_norm/{name}/{param}" for param in names]
-        return dict(zip(keys, torch.cat(parts).tolist(), strict=True))
+            metrics.update({f"grad_norm/{name}/{param}": value for param, value in zip(names, values, strict=True)})
+        return metrics

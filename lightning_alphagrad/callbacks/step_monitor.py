@@ -6,12 +6,11 @@ from collections import Counter
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["OptimizerStepMonitor", "group_name", "layer_name", "sum_by_layer"]
+__all__ = ["OptimizerStepMonitor", "group_name", "layer_name"]
 
 
 def layer_name(param_name: str) -> str:
@@ -91,15 +90,3 @@ class OptimizerStepMonitor(Callback):
     def measure(self, optimizer: Optimizer, name: str) -> dict[str, float]:
         """Metrics of ``optimizer`` (keyed ``.../{name}/...``) right before its step; at most one host transfer."""
         raise NotImplementedError
-
-
-def sum_by_layer(rows: Tensor, layers: list[str]) -> tuple[list[str], Tensor]:
-    """Sum the rows of ``rows`` (shape ``(P, k)``, one row per parameter) over parameters of the same layer.
-
-    Returns the distinct layer names in first-seen order and their sums, shape ``(L, k)``.
-    """
-    order = list(dict.fromkeys(layers))
-    index = torch.tensor([order.index(layer) for layer in layers], device=rows.device)
-    return order, torch.zeros(len(order), rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(
-        0, index, rows
-    )
