@@ -5,9 +5,10 @@ train on synthetic minibatches of 64 with the PPO clipped loss and AlphaGrad (al
 Two Lightning runs alternate round by round: without callbacks, and with GradNormMonitor + TanhSaturationMonitor +
 AlphaMonitor; both log the loss and write a CSV log every ``log_every_n_steps`` steps. The wall time of a training
 step is the time between consecutive ``on_train_batch_start`` calls (data, forward, backward, optimizer, callbacks,
-logging); the first steps of each run are left out as warm-up. Prints the per-round ratios and the ratio of totals.
+logging), measured as this process's CPU time (robust on a shared machine; one torch thread) and as wall time; the
+first steps of each run are left out as warm-up. Prints the per-round ratios and the ratios of the totals.
 
-    python benchmarks/bench_callbacks.py --rounds 10 --steps 600
+    python benchmarks/bench_callbacks.py --rounds 20 --steps 500
 """
 
 from __future__ import annotations
@@ -87,25 +88,25 @@ class SyntheticRollouts(Dataset):
 
 
 class StepTimer(pl.Callback):
-    """Seconds of each training step past ``warmup`` (between consecutive ``on_train_batch_start`` calls), split
-    into logging steps (``(batch + 1) % log_every == 0``) and the others."""
+    """Seconds of the training steps past ``warmup`` (from one ``on_train_batch_start`` to the next), as wall time
+    and as this process's CPU time (which leaves out time the process waited for a core on a shared machine)."""
 
-    def __init__(self, warmup: int, log_every: int) -> None:
-        self.warmup, self.log_every = warmup, log_every
-        self.durations: dict[bool, list[float]] = {True: [], False: []}
-        self._last: float | None = None
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.wall = self.cpu = 0.0
+        self._last: tuple[float, float] | None = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
-        now = time.perf_counter()
+        now = (time.perf_counter(), time.process_time())
         if self._last is not None and idx > self.warmup:
-            self.durations[idx % self.log_every == 0].append(now - self._last)  # the step of batch idx - 1
+            self.wall += now[0] - self._last[0]
+            self.cpu += now[1] - self._last[1]
         self._last = now
 
 
-def timed_run(steps: int, log_every: int, monitored: bool, data: SyntheticRollouts) -> dict[bool, list[float]]:
-    """Seconds of ``steps`` training steps (past the warm-up) with or without the three monitors, split into
-    logging steps (key ``True``) and the others."""
-    timer = StepTimer(warmup=20, log_every=log_every)
+def timed_run(steps: int, log_every: int, monitored: bool, data: SyntheticRollouts) -> StepTimer:
+    """Times ``steps`` training steps (past a warm-up of 20) with or without the three monitors."""
+    timer = StepTimer(warmup=20)
     callbacks: list[pl.Callback] = [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()] if monitored else []
     with tempfile.TemporaryDirectory() as log_dir:
         trainer = pl.Trainer(
@@ -120,39 +121,41 @@ def timed_run(steps: int, log_every: int, monitored: bool, data: SyntheticRollou
             enable_checkpointing=False,
         )
         trainer.fit(PPONetworks(), DataLoader(data, batch_size=None, shuffle=False))
-    return timer.durations
+    return timer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10, help="alternating pairs of runs")
-    parser.add_argument("--steps", type=int, default=600, help="timed training steps per run")
+    parser.add_argument("--rounds", type=int, default=20, help="alternating pairs of runs")
+    parser.add_argument("--steps", type=int, default=500, help="timed training steps per run (a multiple of 50)")
     parser.add_argument("--log-every", type=int, default=50, help="log_every_n_steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = SyntheticRollouts(args.steps + 21)
     timed_run(100, args.log_every, True, data)  # warm up imports and allocator
-    totals = {False: 0.0, True: 0.0}
-    logging_steps: dict[bool, list[float]] = {False: [], True: []}
-    ratios = []
+    totals = {(clock, monitored): 0.0 for clock in ("wall", "cpu") for monitored in (False, True)}
+    cpu_ratios = []
     for round_index in range(args.rounds):
         order = (False, True) if round_index % 2 == 0 else (True, False)
-        seconds = {}
-        for monitored in order:
-            durations = timed_run(args.steps, args.log_every, monitored, data)
-            seconds[monitored] = sum(durations[True]) + sum(durations[False])
-            totals[monitored] += seconds[monitored]
-            logging_steps[monitored] += durations[True]
-        ratios.append(seconds[True] / seconds[False])
+        timers = {monitored: timed_run(args.steps, args.log_every, monitored, data) for monitored in order}
+        for monitored, timer in timers.items():
+            totals["wall", monitored] += timer.wall
+            totals["cpu", monitored] += timer.cpu
+        cpu_ratios.append(timers[True].cpu / timers[False].cpu)
         print(
-            f"round {round_index}: plain {1e3 * seconds[False] / args.steps:.3f} ms/step, "
-            f"monitored {1e3 * seconds[True] / args.steps:.3f} ms/step, ratio {ratios[-1]:.4f}"
+            f"round {round_index:2d}: CPU ms/step plain {1e3 * timers[False].cpu / args.steps:.3f}, monitored "
+            f"{1e3 * timers[True].cpu / args.steps:.3f}, ratio {cpu_ratios[-1]:.4f} | wall ratio "
+            f"{timers[True].wall / timers[False].wall:.4f}"
         )
-    ratios.sort()
-    median, overall = ratios[len(ratios) // 2], totals[True] / totals[False]
-    log_ms = {m: 1e3 * sorted(d)[len(d) // 2] for m, d in logging_steps.items()}
-    print(f"logging steps (median): plain {log_ms[False]:.3f} ms, monitored {log_ms[True]:.3f} ms")
-    print(f"median ratio {median:.4f}; ratio of totals {overall:.4f} (target <= 1.03)")
+    cpu_ratios.sort()
+    print(f"median of per-round CPU-time ratios: {cpu_ratios[len(cpu_ratios) // 2]:.4f}")
+    timed_steps = args.rounds * args.steps
+    for clock in ("cpu", "wall"):
+        plain, monitored = totals[clock, False], totals[clock, True]
+        print(
+            f"{clock:4s} time: plain {1e3 * plain / timed_steps:.3f} ms/step, monitored "
+            f"{1e3 * monitored / timed_steps:.3f} ms/step, ratio {monitored / plain:.4f} (target <= 1.03)"
+        )
 
 
 if __name__ == "__main__":

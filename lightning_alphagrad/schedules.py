@@ -23,7 +23,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from lightning_alphagrad.optim.functional import grad_norm, normalized_tanh_update
+from lightning_alphagrad.optim.functional import normalized_tanh_update
 
 __all__ = [
     "AlphaScheduler",
@@ -387,23 +387,21 @@ class SaturationTargetAlpha(AlphaScheduler):
         rows: list[torch.Tensor | None] = []
         totals: list[int] = []
         for group in self.optimizer.param_groups:
-            saturated: list[torch.Tensor] = []
-            finite: list[torch.Tensor] = []
-            total = 0
+            updates = []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 grad = torch.view_as_real(p.grad) if torch.is_complex(p.grad) else p.grad
                 size_aware = group.get("size_aware", False)
-                u = normalized_tanh_update(
-                    grad, group["alpha"], group["eps"], size_aware=size_aware, norm=grad_norm(grad)
-                )
-                u = u.abs_()
-                saturated.append((u >= self.threshold).sum(dtype=torch.float64))
-                finite.append(torch.isfinite(u).sum(dtype=torch.float64))
-                total += u.numel()
-            rows.append(torch.stack([torch.stack(saturated).sum(), torch.stack(finite).sum()]) if total else None)
-            totals.append(total)
+                updates.append(normalized_tanh_update(grad, group["alpha"], group["eps"], size_aware=size_aware))
+            if not updates:
+                rows.append(None)
+                totals.append(0)
+                continue
+            magnitudes = torch.cat([u.to(updates[0].device).view(-1) for u in updates]).abs_()
+            saturated = (magnitudes >= self.threshold).sum(dtype=torch.float64)
+            rows.append(torch.stack([saturated, torch.isfinite(magnitudes).sum(dtype=torch.float64)]))
+            totals.append(magnitudes.numel())
         present = [row for row in rows if row is not None]
         if not present:
             return None

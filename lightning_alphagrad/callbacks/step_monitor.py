@@ -41,8 +41,9 @@ class OptimizerStepMonitor(Callback):
         self.optimizer_names = list(optimizer_names) if optimizer_names is not None else None
         self._names: dict[int, str] = {}
         self._param_names: dict[int, str] = {}
-        self._measured_window: dict[int, int] = {}
-        self._first_window = 0
+        self._every = 0
+        self._first_step = 0
+        self._next_step: dict[int, int] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizers = [getattr(opt, "optimizer", opt) for opt in trainer.optimizers]
@@ -62,22 +63,25 @@ class OptimizerStepMonitor(Callback):
                 seen[cls] += 1
         self._names = {id(opt): name for opt, name in zip(optimizers, names, strict=True)}
         self._param_names = {id(p): name for name, p in pl_module.named_parameters()}
-        self._measured_window = {}
-        every = trainer.log_every_n_steps
-        self._first_window = trainer.fit_loop.epoch_loop._batches_that_stepped // every if every > 0 else 0
+        self._every = trainer.log_every_n_steps if trainer.loggers else 0
+        self._next_step = {}
+        if self._every:
+            self._first_step = self._window_end(trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+    def _window_end(self, step: int) -> int:
+        """The logging step ``(s + 1) % every == 0`` that closes the window holding step ``step``."""
+        return (step // self._every + 1) * self._every - 1
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
-        every = trainer.log_every_n_steps
-        if every == 0 or not trainer.loggers:
+        if not self._every:
             return
         step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        window = (step + 1) // every
         key = id(optimizer)
-        if window <= self._measured_window.get(key, self._first_window) or key not in self._names:
+        if step < self._next_step.get(key, self._first_step) or key not in self._names:
             return
-        self._measured_window[key] = window
+        self._next_step[key] = self._window_end(step + 1)
         metrics = self.measure(optimizer, self._names[key])
         if metrics:
             for logger in trainer.loggers:
