@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -321,6 +322,9 @@ class SaturationTargetAlpha(AlphaScheduler):
     so alpha grows while too few components saturate and shrinks while too many do, by at most ``max_factor`` per
     update. ``s`` grows monotonically with alpha, so the loop settles where ``s = target``.
 
+    With manual optimization, call ``scheduler.step()`` after ``opt.step()`` and before the next ``zero_grad()``
+    (a step that finds no gradients leaves alpha unchanged and warns once).
+
     Cost: one pass over the gradients and one device-to-host transfer every ``every`` steps. Determinism: the result
     depends only on the gradients and the step count; under DDP the gradients are all-reduced (identical on every
     rank) before the optimizer step, so every rank computes the same alphas. Groups without gradients, or with
@@ -362,14 +366,22 @@ class SaturationTargetAlpha(AlphaScheduler):
         self.target, self.threshold, self.every, self.gain = target, threshold, every, gain
         self.max_factor, self.min_alpha, self.max_alpha = max_factor, min_alpha, max_alpha
         self.last_saturation: list[float | None] = [None] * len(optimizer.param_groups)
+        self._warned_no_grad = False
         super().__init__(optimizer, last_epoch)
 
     def get_alpha(self) -> list[float]:
         alphas = [float(group["alpha"]) for group in self.optimizer.param_groups]
-        if self._is_initial or self.last_epoch % self.every != 0:
+        if self.last_epoch == 0 or self.last_epoch % self.every != 0:  # step 0: construction, no gradients yet
             return alphas
         counts = self._saturation_counts()
         if counts is None:
+            if not self._warned_no_grad:
+                self._warned_no_grad = True
+                warnings.warn(
+                    "SaturationTargetAlpha.step() found no gradients, alpha is left unchanged: call it after "
+                    "optimizer.step() and before the next zero_grad() (Lightning does so for 'interval': 'step')",
+                    stacklevel=3,
+                )
             return alphas
         max_log_step = math.log(self.max_factor)
         for i, (saturated, finite, total) in enumerate(counts):

@@ -214,7 +214,8 @@ def test_adaptive_alpha_respects_bounds_and_skips_nonfinite_steps() -> None:
     scheduler.step()
     assert scheduler.get_last_alpha() == [3.0]
     weight.grad = None
-    scheduler.step()  # no gradient: alpha unchanged
+    with pytest.warns(UserWarning, match="found no gradients"):
+        scheduler.step()  # no gradient: alpha unchanged
     assert scheduler.get_last_alpha() == [3.0]
 
 
