@@ -342,3 +342,17 @@ def test_resume_from_checkpoint_logs_the_same_steps_and_values(tmp_path: Path) -
     assert sorted(straight) == [3, 7, 11]
     assert read_csv(tmp_path / "first" / "metrics.csv") == {3: straight[3]}
     assert read_csv(tmp_path / "resumed" / "metrics.csv") == {7: straight[7], 11: straight[11]}
+
+
+def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path: Path) -> None:
+    recorder = StepRecorder()
+    model = ActorCritic()
+    callbacks = [GradNormMonitor(), TanhSaturationMonitor(THRESHOLD), recorder]
+    trainer(tmp_path, callbacks, max_epochs=1, log_every_n_steps=2, accumulate_grad_batches=3).fit(
+        model, make_loader(12)
+    )
+    assert [record["step"] for record in recorder.records] == [0, 1, 2, 3]  # 12 batches, 4 optimizer steps
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert sorted(rows) == [1, 3]
+    for record in recorder.records[1::2]:
+        assert_matches(rows[record["step"]], reference_metrics(record, "AlphaGrad"), layer_sizes(model))

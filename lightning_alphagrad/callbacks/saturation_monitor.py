@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name
@@ -31,7 +31,7 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
     - ``update_abs_mean/{optimizer}/{layer}``: mean of ``|u|`` over the components (in [0, 1)).
 
     Other optimizers are skipped with one warning. Cost on a logging step: one pass over the gradients (norm, tanh, a
-    segmented sum) and one device-to-host transfer per optimizer.
+    prefix sum) and one device-to-host transfer per optimizer.
 
     Args:
         threshold: ``|u|`` from which a component counts as saturated, in (0, 1).
@@ -44,7 +44,6 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
         super().__init__(optimizer_names)
         self.threshold = threshold
         self._warned: set[str] = set()
-        self._segment_cache: dict[tuple[tuple[int, ...], tuple[int, ...], torch.device], Tensor] = {}
 
     @torch.no_grad()
     def measure(self, optimizer: Optimizer, name: str) -> dict[str, float]:
@@ -64,31 +63,24 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
                 layers.append(layer_name(self.param_name(p, group_index, index)))
         if not updates:
             return {}
-        names = list(dict.fromkeys(layers))
         sizes = [u.numel() for u in updates]
         device = updates[0].device
         magnitudes = torch.cat([u.to(device).view(-1) for u in updates]).abs_()
-        per_component = torch.stack([(magnitudes >= self.threshold).to(magnitudes.dtype), magnitudes], 1)
-        segments = self._segments(tuple(names.index(layer) for layer in layers), tuple(sizes), device)
-        sums = torch.zeros(len(names), 2, dtype=torch.float64, device=device)
-        sums.index_add_(0, segments, per_component.to(torch.float64))
-        layer_sums = sums.tolist()  # (saturated components, sum of |u|) per layer
-        layer_sizes = [0] * len(names)
-        for layer, size in zip(layers, sizes, strict=True):
-            layer_sizes[names.index(layer)] += size
-        keys = [*names, "all"]
-        layer_sums.append([sum(column) for column in zip(*layer_sums, strict=True)])
-        layer_sizes.append(sum(sizes))
+        per_component = torch.stack([(magnitudes >= self.threshold).to(magnitudes.dtype), magnitudes])
+        ends = torch.tensor(list(itertools.accumulate(sizes)), device=device) - 1
+        # prefix sums at the end of every tensor: (saturated components, sum of |u|); the one host transfer
+        saturated_ends, abs_ends = per_component.cumsum(1, dtype=torch.float64)[:, ends].tolist()
+        totals: dict[str, list[float]] = {}  # layer -> [saturated, sum of |u|, components]
+        previous = (0.0, 0.0)
+        for layer, size, saturated, abs_sum in zip(layers, sizes, saturated_ends, abs_ends, strict=True):
+            layer_totals = totals.setdefault(layer, [0.0, 0.0, 0.0])
+            layer_totals[0] += saturated - previous[0]
+            layer_totals[1] += abs_sum - previous[1]
+            layer_totals[2] += size
+            previous = (saturated, abs_sum)
+        totals["all"] = [saturated_ends[-1], abs_ends[-1], float(sum(sizes))]
         metrics: dict[str, float] = {}
-        for key, (saturated, abs_sum), size in zip(keys, layer_sums, layer_sizes, strict=True):
+        for key, (saturated, abs_sum, size) in totals.items():
             metrics[f"saturation/{name}/{key}"] = saturated / size
             metrics[f"update_abs_mean/{name}/{key}"] = abs_sum / size
         return metrics
-
-    def _segments(self, layer_indices: tuple[int, ...], sizes: tuple[int, ...], device: torch.device) -> Tensor:
-        """Layer index of every component of the concatenated updates (cached: the layout rarely changes)."""
-        key = (layer_indices, sizes, device)
-        if key not in self._segment_cache:
-            per_tensor = torch.tensor(layer_indices, device=device)
-            self._segment_cache[key] = per_tensor.repeat_interleave(torch.tensor(sizes, device=device))
-        return self._segment_cache[key]
