@@ -5,7 +5,8 @@ Models: (a) PPO actor + critic (HalfCheetah, 64-64 tanh, state-independent log-s
 Every optimizer steps the same parameters with the same fixed gradients; within one repeat each optimizer takes one
 step in turn (interleaved), so load changes on a shared machine hit all of them alike. Reported: the median step
 time, ratios to Adam(fused) and Adam(foreach), the memory-bandwidth lower bound (bytes moved per parameter x
-parameters / streaming bandwidth measured here) and the optimizer state in bytes per parameter.
+parameters / bandwidth of an in-place streaming add timed in the same loop) and the optimizer state in bytes per
+parameter.
 
     python benchmarks/bench_optimizer.py                     # CPU, one thread, all models
     python benchmarks/bench_optimizer.py --device cuda       # the same on a GPU
@@ -72,6 +73,8 @@ def mlp_25m() -> list[nn.Parameter]:
     return list(nn.Sequential(*(nn.Linear(2048, 2048) for _ in range(6))).parameters())
 
 
+PROBE = "stream probe"
+
 MODELS: dict[str, tuple[str, Callable[[], list[nn.Parameter]]]] = {
     "a": ("PPO actor+critic (HalfCheetah)", ppo_halfcheetah),
     "b": ("DQN 4-120-84-2 (CartPole)", dqn_cartpole),
@@ -101,21 +104,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def stream_bandwidth(device: torch.device, numel: int = 64 * 2**20, repeats: int = 10) -> float:
-    """Median bytes/s of ``x.add_(y)`` on fp32 vectors of ``numel`` elements (read x, y; write x: 12 bytes each).
+class StreamProbe:
+    """``x.add_(y)`` on fp32 vectors of the model's size (read x, y; write x: 12 bytes per element).
 
-    An in-place update, like an optimizer's: no write-allocate traffic, unlike a copy into a fresh buffer.
+    An in-place update like an optimizer's (no write-allocate traffic, unlike a copy into a fresh buffer). Timed in
+    the same interleaved loop as the optimizers, so the bandwidth it yields holds for the same machine load.
     """
-    x = torch.randn(numel, device=device)
-    y = torch.randn(numel, device=device)
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        x.add_(y)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 3 * x.numel() * x.element_size() / statistics.median(times)
+
+    bytes_per_element = 12
+
+    def __init__(self, numel: int, device: torch.device) -> None:
+        self.x = torch.randn(numel, device=device)
+        self.y = torch.randn(numel, device=device) * 1e-30
+
+    def step(self) -> None:
+        self.x.add_(self.y)
 
 
 def state_bytes_per_param(optimizer: torch.optim.Optimizer, n_params: int) -> float:
@@ -141,6 +144,7 @@ class Row:
     bound_us: float | None = None
     fraction_of_bound: float | None = None
     state_bytes_per_param: float | None = None
+    bandwidth_gb_s: float | None = None  # of the interleaved stream probe, on this model's size
     kernel: str | None = None
     error: str | None = None
     samples: int = 0
@@ -150,7 +154,6 @@ class Row:
 class Result:
     device: str
     machine: dict[str, str | int | float | None]
-    bandwidth_gb_s: float
     rows: list[Row] = field(default_factory=list)
 
 
@@ -159,9 +162,7 @@ def kernel_of(optimizer: torch.optim.Optimizer) -> str | None:
     return "+".join(sorted(set(optimizer.last_impls))) if isinstance(optimizer, AlphaGrad) else None
 
 
-def bench_model(
-    key: str, device: torch.device, repeats: int, warmup: int, bandwidth: float, only: list[str] | None
-) -> list[Row]:
+def bench_model(key: str, device: torch.device, repeats: int, warmup: int, only: list[str] | None) -> list[Row]:
     label, build = MODELS[key]
     torch.manual_seed(0)
     params = [p.to(device) for p in build()]
@@ -185,20 +186,25 @@ def bench_model(
         live[name] = optimizer
         rows[name] = Row(label, name, None, kernel=kernel_of(optimizer))
 
-    times: dict[str, list[float]] = {name: [] for name in live}
+    probe = StreamProbe(n_params, device)
+    steps: dict[str, Callable[[], object]] = {name: optimizer.step for name, optimizer in live.items()}
+    steps[PROBE] = probe.step
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        for name, optimizer in live.items():
+        for name, step in steps.items():
             synchronize(device)
             start = time.perf_counter()
-            optimizer.step()
+            step()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
+    bandwidth = probe.bytes_per_element * n_params / statistics.median(times[PROBE])
 
     for name, optimizer in live.items():
         row = rows[name]
         row.median_us = statistics.median(times[name]) * 1e6
         row.samples = len(times[name])
         row.state_bytes_per_param = state_bytes_per_param(optimizer, n_params)
+        row.bandwidth_gb_s = bandwidth / 1e9
         family = name.split(",")[0] + ")" if name.startswith("AlphaGrad") else name
         if family in BYTES_PER_PARAM:
             row.bound_us = BYTES_PER_PARAM[family] * n_params / bandwidth * 1e6
@@ -233,18 +239,19 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(result: Result) -> None:
-    print(f"device {result.device} | stream bandwidth {result.bandwidth_gb_s:.1f} GB/s | {result.machine}")
+    print(f"device {result.device} | {result.machine}")
     columns = ["model", "optimizer", "kernel", "step (us)", "/ Adam(fused)", "/ Adam(foreach)", "bound (us)"]
-    print("| " + " | ".join([*columns, "of bound", "state B/param"]) + " |")
-    print("|" + "---|" * 9)
+    print("| " + " | ".join([*columns, "of bound", "state B/param", "GB/s (probe)"]) + " |")
+    print("|" + "---|" * 10)
     for r in result.rows:
         if r.error:
-            print(f"| {r.model} | {r.optimizer} | - | error: {r.error} | | | | | |")
+            print(f"| {r.model} | {r.optimizer} | - | error: {r.error} | | | | | | |")
             continue
         print(
             f"| {r.model} | {r.optimizer} | {r.kernel or '-'} | {fmt(r.median_us, '.1f')} | "
             f"{fmt(r.vs_adam_fused, '.2f')} | {fmt(r.vs_adam_foreach, '.2f')} | {fmt(r.bound_us, '.1f')} | "
-            f"{fmt(r.fraction_of_bound, '.0%')} | {fmt(r.state_bytes_per_param, '.1f')} |"
+            f"{fmt(r.fraction_of_bound, '.0%')} | {fmt(r.state_bytes_per_param, '.1f')} | "
+            f"{fmt(r.bandwidth_gb_s, '.0f')} |"
         )
 
 
@@ -262,11 +269,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    bandwidth = stream_bandwidth(device)
-    result = Result(str(device), machine_info(device), bandwidth / 1e9)
+    result = Result(str(device), machine_info(device))
     for key in args.models:
         repeats = args.repeats_large if key == "d" else args.repeats
-        result.rows.extend(bench_model(key, device, repeats, args.warmup, bandwidth, args.only))
+        result.rows.extend(bench_model(key, device, repeats, args.warmup, args.only))
     result.machine["load_average_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print_table(result)
     with open(args.json, "w") as f:

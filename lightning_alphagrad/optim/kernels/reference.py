@@ -44,7 +44,7 @@ def single_tensor_alphagrad(
                 buf.mul_(momentum).add_(update, alpha=1 - dampening)
             else:
                 buf.copy_(torch.where(keep, buf * momentum + update * (1 - dampening), buf))
-            update = update.add(buf, alpha=momentum) if nesterov else buf
+            update = update.add_(buf, alpha=momentum) if nesterov else buf
         if keep is None:
             if weight_decay != 0:
                 param.mul_(1 - lr * weight_decay)
