@@ -14,6 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.optim.kernels import compiled as compiled_module
 from lightning_alphagrad.optim.kernels import exp_tanh, rational_tanh, sigmoid_tanh_
+from lightning_alphagrad.optim.kernels.compiled_group import compile_group_step
 
 torch.set_num_threads(1)
 
@@ -238,8 +239,11 @@ def peak_bytes_during(step) -> int:
     return peak
 
 
-@pytest.mark.parametrize("impl", ["flat", "compiled", "foreach"])
-@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+@pytest.mark.parametrize(
+    "impl,momentum,nesterov",
+    [(impl, m, n) for impl in ("flat", "foreach") for m, n in ((0.0, False), (0.9, False), (0.9, True))]
+    + [("compiled", 0.9, True), ("compiled", 0.0, False)],
+)
 def test_peak_extra_memory_is_at_most_one_parameter_sized_temporary(impl, momentum, nesterov):
     params = [torch.nn.Parameter(torch.randn(300, 200)), torch.nn.Parameter(torch.randn(200))]
     for p in params:
@@ -262,19 +266,26 @@ def test_state_bytes_per_parameter(impl):
         assert sum(storages.values()) == expected * sum(p.numel() for p in params)
 
 
-def test_schedules_changing_lr_and_alpha_do_not_recompile():
+@pytest.mark.parametrize("groups", [1, 2])  # one group: one graph for the group; two: per-tensor kernels
+def test_schedules_changing_lr_and_alpha_do_not_recompile(groups):
     params0, grads = problem(torch.float32, steps=6, seed=6)
     params = [p.clone().requires_grad_(True) for p in params0]
-    opt = AlphaGrad(params, lr=0.1, alpha=98.0, momentum=0.9, impl="compiled")
+    split = [{"params": params[:2]}, {"params": params[2:]}] if groups == 2 else params
+    opt = AlphaGrad(split, lr=0.1, alpha=98.0, momentum=0.9, impl="compiled")
     for step, step_grads in enumerate(grads):
         if step == 2:
-            compiles = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            builds = compile_group_step.cache_info().misses
+            group_step = opt._group_steps.get(0)
         for group in opt.param_groups:
             group["lr"], group["alpha"] = 0.1 / (step + 1), 98.0 * (step + 1)
         for p, g in zip(params, step_grads, strict=True):
             p.grad = g.clone()
         opt.step()
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiles
+    assert opt.last_impls == ("compiled",) * groups
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert compile_group_step.cache_info().misses == builds
+    assert opt._group_steps.get(0) is group_step
 
 
 def test_automatic_selection():

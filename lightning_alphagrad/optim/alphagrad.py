@@ -15,6 +15,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 from lightning_alphagrad.optim.functional import upcast_dtype
 from lightning_alphagrad.optim.kernels import (
+    CompiledGroupStep,
     FlatLayout,
     compiled_alphagrad,
     compiler_works,
@@ -106,12 +107,16 @@ class AlphaGrad(Optimizer):
         size_aware: scale alpha per tensor by ``sqrt(numel)``.
         impl: the kernel. ``"reference"``: one tensor at a time. ``"foreach"``: multi-tensor ops (any dtype, device,
             complex). ``"flat"``: all gradients of a group in one vector, a handful of whole-vector ops (CPU, RL-sized
-            networks). ``"compiled"``: one ``torch.compile``-fused loop per tensor (large fp32/fp64 models; needs a
-            working compiler). ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18 elements and
-            ``"compiled"`` above (``"foreach"`` if compilation fails); ``"foreach"`` elsewhere; ``"reference"`` or
-            ``"foreach"`` where the flat or compiled kernel does not apply (mixed/low-precision dtypes, complex).
-        fast_tanh: replace ``torch.tanh`` by an exp- or sigmoid-based formula (absolute error < 1e-6 in fp32) in the
-            flat and compiled kernels; ``None`` (default) turns it on for them, the other kernels ignore it.
+            networks, nothing to compile). ``"compiled"`` (fp32/fp64, needs a working ``torch.compile``): an optimizer
+            with one group of at most 2**18 elements runs its whole step as one compiled graph (the fastest choice
+            for RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one
+            fused compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18
+            elements and ``"compiled"`` above (``"foreach"`` if compilation fails); ``"foreach"`` elsewhere;
+            ``"reference"``/``"foreach"`` where the flat or compiled kernel does not apply (mixed or low-precision
+            dtypes, complex).
+        fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:
+            sigmoid-based (flat), rational (compiled, fp32) or exp-based (compiled, fp64); absolute error < 1e-6 in
+            fp32. ``None`` (default) turns it on for those kernels; the others always use ``torch.tanh``.
         on_nonfinite: ``"skip"`` (default) skips the whole step when any gradient holds inf/NaN, leaves parameters
             and momentum untouched, warns and counts it in ``optimizer.state["skipped_steps"]`` (saved in
             checkpoints); ``"raise"`` raises :class:`NonFiniteGradientError` instead.
@@ -156,6 +161,7 @@ class AlphaGrad(Optimizer):
         self._validate_group(defaults)
         self.on_nonfinite = on_nonfinite
         self._flat_layouts: dict[int, FlatLayout] = {}
+        self._group_steps: dict[int, CompiledGroupStep] = {}
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -186,6 +192,7 @@ class AlphaGrad(Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("on_nonfinite", "skip")
         self.__dict__.setdefault("_flat_layouts", {})
+        self.__dict__.setdefault("_group_steps", {})
         for group in self.param_groups:
             group.setdefault("size_aware", False)
             group.setdefault("foreach", None)
@@ -213,6 +220,13 @@ class AlphaGrad(Optimizer):
         if torch.compiler.is_compiling():
             self._masked_step()
             return loss
+        if len(self.param_groups) == 1 and self.param_groups[0]["impl"] == "compiled":
+            finite = self._whole_group_step(self.param_groups[0])
+            if finite is not None:  # else the graph does not apply this step: per-tensor kernels below
+                self._last_impls = ("compiled",)
+                if not finite:
+                    self._handle_nonfinite()
+                return loss
 
         prepared = [self._prepare(index, group) for index, group in enumerate(self.param_groups)]
         prepared = [step for step in prepared if step is not None]
@@ -246,6 +260,41 @@ class AlphaGrad(Optimizer):
             layout = self._flat_layouts[index] = FlatLayout(params)
         step = _GroupStep(group, impl, params, layout if impl == "flat" else None)
         return step.prepare(self.state, layout.gradients(params) if impl == "flat" else None)  # type: ignore[union-attr]
+
+    def _whole_group_step(self, group: dict[str, Any]) -> bool | None:
+        """The step of a single RL-sized group as one compiled graph (see ``CompiledGroupStep``).
+
+        Returns whether the gradients were finite (if not, nothing moved), or ``None`` when the graph does not apply:
+        too many elements, no gradients, mixed dtypes, non-contiguous gradients, partial momentum state.
+        """
+        layout = self._flat_layouts.get(0)
+        grads = layout.gradients(group["params"]) if layout is not None else None
+        if grads is None:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params or sum(p.numel() for p in params) > FLAT_MAX_NUMEL or not flat_eligible(params):
+                return None
+            if not compiler_works(params[0].device.type, params[0].dtype):
+                return None
+            layout = self._flat_layouts[0] = FlatLayout(params)
+            grads = layout.gradients(params)
+        if grads is None or not all(g.is_contiguous() for g in grads):
+            return None
+        momentum = group["momentum"]
+        has_buffer = layout.bind_momentum(self.state) if momentum > 0 else False  # type: ignore[union-attr]
+        if has_buffer is None:
+            return None
+        flags = (momentum > 0, group["nesterov"], group["size_aware"], group["fast_tanh"] is not False)
+        compiled = self._group_steps.get(0)
+        if compiled is None or compiled.layout is not layout or not compiled.matches(*flags):
+            compiled = self._group_steps[0] = CompiledGroupStep(layout, *flags)  # type: ignore[arg-type]
+        keys = ("lr", "alpha", "momentum", "dampening", "weight_decay", "eps", "maximize")
+        finite = compiled(grads, has_buffer, **{key: group[key] for key in keys})
+        if momentum > 0 and not has_buffer:
+            if finite:
+                layout.publish_momentum(self.state)  # type: ignore[union-attr]
+            else:
+                layout.buffer = None  # type: ignore[union-attr]  # a skipped first step leaves no state
+        return finite
 
     def _masked_step(self) -> None:
         """The step as ``torch.compile`` traces it: no host sync, a non-finite gradient masks the update."""

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from lightning_alphagrad.optim.kernels.fast_tanh import exp_tanh, rational_tanh
 
-__all__ = ["compiled_alphagrad", "compiler_works"]
+__all__ = ["compiled_alphagrad", "compiler_works", "squash"]
 
-def _squash(x: Tensor, fast_tanh: bool) -> Tensor:
+def squash(x: Tensor, fast_tanh: bool) -> Tensor:
     """tanh: exact, or the fastest form accurate to the dtype (rational in fp32, exp-based in fp64)."""
     if not fast_tanh:
         return torch.tanh(x)
@@ -31,7 +31,7 @@ def _squash(x: Tensor, fast_tanh: bool) -> Tensor:
 
 def _update_without_momentum(param: Tensor, grad: Tensor, scale: Tensor, hyper: Tensor, fast_tanh: bool) -> None:
     """``param <- decay * param - lr * tanh(scale * grad)``; ``hyper = [lr, decay, ...]``, all 1-D views."""
-    u = _squash(grad * scale, fast_tanh)
+    u = squash(grad * scale, fast_tanh)
     param.copy_(param * hyper[1] - hyper[0] * u)
 
 
@@ -43,7 +43,7 @@ def _update_with_momentum(
     ``hyper = [lr, decay, keep, take, momentum]``: ``keep = 0, take = 1`` on the first step (``buf = u``),
     ``keep = momentum, take = 1 - dampening`` afterwards; ``direction = u + momentum * buf`` with Nesterov.
     """
-    u = _squash(grad * scale, fast_tanh)
+    u = squash(grad * scale, fast_tanh)
     new_buf = buf * hyper[2] + hyper[3] * u
     buf.copy_(new_buf)
     direction = u + hyper[4] * new_buf if nesterov else new_buf
