@@ -1,5 +1,6 @@
 """lightning-alphagrad: the AlphaGrad optimizer as a first-class citizen of PyTorch Lightning."""
 
+from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 from lightning_alphagrad.optim import (
     AlphaGrad,
     LRSchedule,
@@ -8,13 +9,39 @@ from lightning_alphagrad.optim import (
     normalized_tanh_update,
     weight_decay_groups,
 )
+from lightning_alphagrad.rl import PPO, RLModule
+from lightning_alphagrad.schedules import (
+    ChainedAlpha,
+    ConstantAlpha,
+    CosineAlpha,
+    ExponentialAlpha,
+    LinearAlpha,
+    MultiStepAlpha,
+    SaturationTargetAlpha,
+    SequentialAlpha,
+    StepAlpha,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlphaGrad",
+    "AlphaMonitor",
+    "ChainedAlpha",
+    "ConstantAlpha",
+    "CosineAlpha",
+    "ExponentialAlpha",
+    "GradNormMonitor",
+    "LinearAlpha",
+    "MultiStepAlpha",
+    "SaturationTargetAlpha",
+    "SequentialAlpha",
+    "StepAlpha",
+    "TanhSaturationMonitor",
     "LRSchedule",
     "NonFiniteGradientError",
+    "PPO",
+    "RLModule",
     "__version__",
     "alphagrad_config",
     "normalized_tanh_update",

@@ -1,0 +1,34 @@
+"""Feeding an RL LightningModule: a fixed number of batches per epoch on every rank, so DDP can never hang."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch.utils.data import DataLoader, IterableDataset
+
+__all__ = ["StepIndexDataset", "step_index_loader"]
+
+
+class StepIndexDataset(IterableDataset):
+    """Yields the ints ``start, start + 1, ..., stop - 1``: one item per ``training_step``.
+
+    RL modules collect their data inside ``training_step``; the Trainer only needs a clock. The length comes from
+    hyper-parameters (never from episode ends), so every rank yields the same number of batches.
+    """
+
+    def __init__(self, start: int, stop: int) -> None:
+        if start < 0 or stop < start:
+            raise ValueError(f"Invalid range: start={start}, stop={stop}; it must satisfy 0 <= start <= stop")
+        self.start = start
+        self.stop = stop
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def step_index_loader(start: int, stop: int) -> DataLoader:
+    """A ``DataLoader`` over ``StepIndexDataset(start, stop)`` yielding plain ints (no batching, no workers)."""
+    return DataLoader(StepIndexDataset(start, stop), batch_size=None, num_workers=0)
