@@ -3,12 +3,12 @@ state layout and checkpoints, the non-finite skip, param groups, memory, the fas
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 
 import pytest
 import torch
+from alphagrad_reference import reference_steps
 from torch.profiler import ProfilerActivity, profile
 
 from lightning_alphagrad import AlphaGrad
@@ -19,25 +19,6 @@ from lightning_alphagrad.optim.kernels.compiled_group import compile_group_step
 torch.set_num_threads(1)
 
 SHAPES = [(7, 5), (5,), (3, 4, 2), (2,), (40, 30)]  # no 1-element tensor: keeps the compiled variants few
-
-
-def reference_steps(params, grads_per_step, *, lr, alpha, momentum=0.0, dampening=0.0, nesterov=False,
-                    weight_decay=0.0, eps=1e-8, maximize=False, size_aware=False):
-    """The paper's update for one param group, tensor by tensor, in plain arithmetic."""
-    params = [p.detach().clone() for p in params]
-    bufs = [None] * len(params)
-    for grads in grads_per_step:
-        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-            g = -g if maximize else g
-            steep = alpha * math.sqrt(g.numel()) if size_aware else alpha
-            u = torch.tanh(steep * (g / (math.sqrt(float((g.double() ** 2).sum())) + eps)))
-            if momentum > 0:
-                bufs[i] = u.clone() if bufs[i] is None else momentum * bufs[i] + (1 - dampening) * u
-                direction = u + momentum * bufs[i] if nesterov else bufs[i]
-            else:
-                direction = u
-            params[i] = p * (1 - lr * weight_decay) - lr * direction
-    return params, bufs
 
 
 def problem(dtype, steps=3, seed=0, shapes=SHAPES):
@@ -125,26 +106,6 @@ def test_fast_tanh_max_abs_error_below_1e6(fn):
     error = (fn(x.clone()) - torch.tanh(x)).abs().max().item()
     assert error <= 1e-6
     assert (fn(x.clone()).abs() <= 1).all()
-
-
-@pytest.mark.parametrize("impl", ["flat", "compiled"])
-def test_state_dict_round_trip_is_bitwise(impl):
-    params0, grads = problem(torch.float32, steps=6, seed=1)
-    kwargs = dict(lr=0.05, alpha=20.0, momentum=0.9, weight_decay=0.01, impl=impl)
-    straight, _ = run(params0, grads, **kwargs)
-    first, opt = run(params0, grads[:3], **kwargs)
-    saved = copy.deepcopy(opt.state_dict())
-    resumed = [p.detach().clone().requires_grad_(True) for p in first]
-    opt2 = AlphaGrad(resumed, **kwargs)
-    opt2.load_state_dict(saved)
-    for step_grads in grads[3:]:
-        for p, g in zip(resumed, step_grads, strict=True):
-            p.grad = g.clone()
-        opt2.step()
-    for a, b in zip(straight, resumed, strict=True):
-        assert torch.equal(a, b)
-    # The state keeps the usual layout: one momentum buffer per parameter, of its shape.
-    assert [tuple(opt2.state[p]["momentum_buffer"].shape) for p in resumed] == SHAPES
 
 
 def test_flat_momentum_buffers_are_views_of_one_vector_and_edits_count():
