@@ -12,6 +12,7 @@ from alphagrad_reference import reference_steps
 from torch.profiler import ProfilerActivity, profile
 
 from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad.optim import alphagrad as alphagrad_module
 from lightning_alphagrad.optim.kernels import compiled as compiled_module
 from lightning_alphagrad.optim.kernels import exp_tanh, rational_tanh, sigmoid_tanh_
 from lightning_alphagrad.optim.kernels.compiled_group import compile_group_step
@@ -262,6 +263,32 @@ def test_automatic_selection():
         opt = AlphaGrad(params, lr=1e-3, alpha=2.0, **kwargs)
         opt.step()
         assert opt.last_impls == (expected,)
+
+
+@pytest.mark.parametrize("compiler", [True, False])
+def test_auto_switches_from_flat_to_the_compiled_graph_after_a_number_of_steps(monkeypatch, compiler):
+    """Same results as the reference across the switch and across a state_dict round trip into a new optimizer."""
+    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 2)
+    if not compiler:
+        monkeypatch.setattr(alphagrad_module, "compiler_works", lambda device_type, dtype: False)
+    config = dict(lr=0.05, alpha=98.0, momentum=0.9)
+    params0, grads = problem(torch.float32, steps=6, seed=3)
+    expected, bufs = reference_steps(params0, grads, **config)
+    params = [p.clone().requires_grad_(True) for p in params0]
+    opt = AlphaGrad(params, **config)
+    impls = []
+    for step, step_grads in enumerate(grads):
+        if step == 3:  # resume: a fresh optimizer counts its flat steps anew
+            saved = opt.state_dict()
+            opt = AlphaGrad(params, **config)
+            opt.load_state_dict(saved)
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        impls.extend(opt.last_impls)
+    switched = "compiled" if compiler else "flat"
+    assert impls == ["flat", "flat", switched, "flat", "flat", switched]
+    assert_matches(params, opt, expected, bufs, 3e-6)
 
 
 def test_selection_falls_back_when_compilation_fails(monkeypatch):

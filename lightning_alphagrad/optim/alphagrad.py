@@ -33,6 +33,9 @@ IMPLS: tuple[str, ...] = ("auto", "reference", "foreach", "flat", "compiled")
 # On a CPU, groups up to this many elements take the flat kernel (dispatch-bound); larger ones the compiled kernel
 # (memory-bound), whose per-tensor call overhead (~20 us) no longer matters there.
 FLAT_MAX_NUMEL = 1 << 18
+# With impl="auto", an optimizer whose single group takes the flat kernel switches to the whole-group compiled graph
+# after this many flat steps: long runs get the fastest kernel, short runs and tests never wait for the compiler.
+AUTO_COMPILE_AFTER = 200
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -162,6 +165,7 @@ class AlphaGrad(Optimizer):
         self.on_nonfinite = on_nonfinite
         self._flat_layouts: dict[int, FlatLayout] = {}
         self._group_steps: dict[int, CompiledGroupStep] = {}
+        self._flat_steps = 0  # consecutive steps of a single group on the flat kernel (see AUTO_COMPILE_AFTER)
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -193,6 +197,7 @@ class AlphaGrad(Optimizer):
         self.__dict__.setdefault("on_nonfinite", "skip")
         self.__dict__.setdefault("_flat_layouts", {})
         self.__dict__.setdefault("_group_steps", {})
+        self.__dict__.setdefault("_flat_steps", 0)
         for group in self.param_groups:
             group.setdefault("size_aware", False)
             group.setdefault("foreach", None)
@@ -220,7 +225,7 @@ class AlphaGrad(Optimizer):
         if torch.compiler.is_compiling():
             self._masked_step()
             return loss
-        if len(self.param_groups) == 1 and self.param_groups[0]["impl"] == "compiled":
+        if len(self.param_groups) == 1 and self._runs_whole_group(self.param_groups[0]):
             finite = self._whole_group_step(self.param_groups[0])
             if finite is not None:  # else the graph does not apply this step: per-tensor kernels below
                 self._last_impls = ("compiled",)
@@ -243,7 +248,18 @@ class AlphaGrad(Optimizer):
         for step in prepared:
             step.run(self.state)
         self._last_impls = tuple(step.impl for step in prepared)
+        self._flat_steps = self._flat_steps + 1 if self._last_impls == ("flat",) else 0
         return loss
+
+    def _runs_whole_group(self, group: dict[str, Any]) -> bool:
+        """Whether the only group's step is tried as one compiled graph: ``impl="compiled"``, or ``"auto"`` once the
+        group has taken ``AUTO_COMPILE_AFTER`` flat steps in a row and the compiler works."""
+        if group["impl"] == "compiled":
+            return True
+        if group["impl"] != "auto" or self._flat_steps < AUTO_COMPILE_AFTER:
+            return False
+        first = self._flat_layouts[0].params[0]
+        return compiler_works(first.device.type, first.dtype)
 
     def _prepare(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
         """Choose the group's kernel for this step and compute its gradient norms (``None``: no gradients)."""
@@ -277,7 +293,7 @@ class AlphaGrad(Optimizer):
                 return None
             layout = self._flat_layouts[0] = FlatLayout(params)
             grads = layout.gradients(params)
-        if grads is None or not all(g.is_contiguous() for g in grads):
+        if grads is None:
             return None
         momentum = group["momentum"]
         has_buffer = layout.bind_momentum(self.state) if momentum > 0 else False  # type: ignore[union-attr]

@@ -52,13 +52,14 @@ class FlatLayout:
 
     def gradients(self, params: list[Tensor]) -> list[Tensor] | None:
         """The gradients of ``params`` if they are this layout's tensors, on the same storage, all with a dense
-        gradient of their dtype; ``None`` otherwise (the layout does not apply). One pass, as it runs every step."""
+        contiguous gradient of their dtype; ``None`` otherwise (the layout does not apply). One pass, every step."""
         if len(params) != len(self.params) or not all(map(operator.is_, params, self.params)):
             return None
         grads = []
         for p, ptr in zip(params, self.data_ptrs, strict=True):
             g = p.grad
-            if g is None or g.layout != torch.strided or g.dtype != p.dtype or p.data_ptr() != ptr:
+            usable = g is not None and g.layout == torch.strided and g.dtype == p.dtype and g.is_contiguous()
+            if not usable or p.data_ptr() != ptr:
                 return None
             grads.append(g)
         return grads
