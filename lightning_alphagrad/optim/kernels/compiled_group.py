@@ -91,6 +91,8 @@ class CompiledGroupStep:
         first = layout.params[0]
         shapes = tuple(tuple(p.shape) for p in layout.params)
         self._compiled = compile_group_step(shapes, first.dtype, first.device, *self.flags)
+        self._hyper_values: list[float] = []
+        self._hyper = torch.empty(0)
 
     def _inputs(self, grads: list[Tensor], hyper: Tensor, bufs: list[Tensor]) -> list[Tensor]:
         return [*self.layout.param_views, *grads, *bufs, hyper]
@@ -123,9 +125,8 @@ class CompiledGroupStep:
                 layout.adopt(torch.zeros(sum(layout.numels), dtype=first.dtype, device=first.device))
             bufs = layout.buffer_segments
         keep, take = (momentum, 1 - dampening) if has_buffer else (0.0, 1.0)
-        hyper = torch.tensor(
-            [lr, -alpha if maximize else alpha, eps, 1 - lr * weight_decay, keep, take, momentum],
-            dtype=first.dtype,
-            device=first.device,
-        )
-        return bool(self._compiled(*self._inputs(grads, hyper, bufs)))
+        values = [lr, -alpha if maximize else alpha, eps, 1 - lr * weight_decay, keep, take, momentum]
+        if values != self._hyper_values:  # a new tensor only when a value changed (e.g. by a schedule)
+            self._hyper = torch.tensor(values, dtype=first.dtype, device=first.device)
+            self._hyper_values = values
+        return bool(self._compiled(*self._inputs(grads, self._hyper, bufs)))
