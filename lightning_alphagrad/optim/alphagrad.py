@@ -114,9 +114,11 @@ class AlphaGrad(Optimizer):
             with one group of at most 2**18 elements runs its whole step as one compiled graph (the fastest choice
             for RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one
             fused compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18
-            elements and ``"compiled"`` above (``"foreach"`` if compilation fails); ``"foreach"`` elsewhere;
-            ``"reference"``/``"foreach"`` where the flat or compiled kernel does not apply (mixed or low-precision
-            dtypes, complex).
+            elements and ``"compiled"`` above (``"foreach"`` if compilation fails); an optimizer with one such
+            small group switches to the whole-group compiled graph after 200 flat steps in a row if the compiler
+            works (long runs get the fastest kernel, short runs never compile; results agree within the fast-tanh
+            tolerance); ``"foreach"`` elsewhere; ``"reference"``/``"foreach"`` where the flat or compiled kernel does
+            not apply (mixed or low-precision dtypes, complex).
         fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:
             sigmoid-based (flat), rational (compiled, fp32) or exp-based (compiled, fp64); absolute error < 1e-6 in
             fp32. ``None`` (default) turns it on for those kernels; the others always use ``torch.tanh``.
