@@ -37,4 +37,3 @@ def stop_on_divergence(module: L.LightningModule, local_reason: str | None) -> N
     reason = local_reason or "another rank diverged"
     step = int(getattr(module, "env_steps", trainer.global_step))
     raise DivergenceError(f"Training diverged at env step {step} on rank {trainer.global_rank}: {reason}", path)
-

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["ReplayBatch", "ReplayBuffer"]
+
+
+def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
+    """``x`` as a tensor, sharing memory with a numpy array (the copy into storage converts the dtype)."""
+    return torch.from_numpy(np.asarray(x)) if not isinstance(x, Tensor) else x
 
 
 class ReplayBatch(NamedTuple):
@@ -87,39 +93,38 @@ class ReplayBuffer:
 
     def add(
         self,
-        obs: Tensor,
-        next_obs: Tensor,
-        actions: Tensor,
-        rewards: Tensor,
-        terminations: Tensor,
-        truncations: Tensor,
+        obs: Tensor | np.ndarray,
+        next_obs: Tensor | np.ndarray,
+        actions: Tensor | np.ndarray,
+        rewards: Tensor | np.ndarray,
+        terminations: Tensor | np.ndarray,
+        truncations: Tensor | np.ndarray,
     ) -> int:
         """Store one vector step; returns the number of rows stored (autoreset rows are dropped).
 
         Shapes: ``obs``/``next_obs`` ``(num_envs, *obs_shape)``, ``actions`` ``(num_envs, *action_shape)``,
-        ``rewards``/``terminations``/``truncations`` ``(num_envs,)``.
+        ``rewards``/``terminations``/``truncations`` ``(num_envs,)``; tensors or numpy arrays of any real dtype.
         """
-        terminations = terminations.to(self.device, torch.bool)
-        truncations = truncations.to(self.device, torch.bool)
+        terminations, truncations = _as_tensor(terminations).bool(), _as_tensor(truncations).bool()
         if terminations.shape != (self.num_envs,) or truncations.shape != (self.num_envs,):
             raise ValueError(
                 f"Invalid terminations/truncations shape: {tuple(terminations.shape)}; expected ({self.num_envs},)"
             )
-        keep = ~self._episode_ended
+        rows = [_as_tensor(obs), _as_tensor(next_obs), _as_tensor(actions), _as_tensor(rewards), terminations]
         if self.autoreset_mode == "next_step":
-            self._episode_ended = terminations | truncations
-        if self.num_envs == 1:
-            if not bool(keep[0]):
-                return 0
-            rows = [obs, next_obs, actions, rewards, terminations]
-        else:
-            rows = [obs[keep], next_obs[keep], actions[keep], rewards[keep], terminations[keep]]
+            keep = ~self._episode_ended
+            self._episode_ended = (terminations | truncations).to(self.device)
+            if not bool(keep.all()):
+                keep = keep.cpu()
+                rows = [row[keep] for row in rows]
         n = rows[0].shape[0]
-        index = (torch.arange(n, device=self.device) + self.pos) % self.capacity
-        for storage, row in zip(
-            (self.obs, self.next_obs, self.actions, self.rewards, self.terminations), rows, strict=True
-        ):
-            storage.index_copy_(0, index, row.to(self.device, storage.dtype).reshape(n, *storage.shape[1:]))
+        storages = (self.obs, self.next_obs, self.actions, self.rewards, self.terminations)
+        first = min(n, self.capacity - self.pos)  # rows before the end of the ring, the rest wraps to the start
+        for storage, row in zip(storages, rows, strict=True):
+            row = row.reshape(n, *storage.shape[1:])
+            storage[self.pos : self.pos + first].copy_(row[:first])
+            if first < n:
+                storage[: n - first].copy_(row[first:])
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
         return n

@@ -11,24 +11,15 @@ from gymnasium import spaces
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
 
-from lightning_alphagrad.rl.data import step_index_loader
 from lightning_alphagrad.rl.divergence import stop_on_divergence
-from lightning_alphagrad.rl.envs import check_spaces, final_observations, make_vector_env, probe_spaces
-from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
-from lightning_alphagrad.rl.evaluation import evaluate_policy
-from lightning_alphagrad.rl.module import RLModule
+from lightning_alphagrad.rl.envs import check_spaces, probe_spaces
+from lightning_alphagrad.rl.offpolicy import OffPolicyModule, check_arg
 from lightning_alphagrad.rl.offpolicy_networks import DeterministicActor, EnsembleCritic
 from lightning_alphagrad.rl.optimizer_choice import OptimizerName, check_optimizer_name, make_optimizer
-from lightning_alphagrad.rl.replay import ReplayBatch, ReplayBuffer
+from lightning_alphagrad.rl.replay import ReplayBatch
 
 __all__ = ["TD3"]
-
-
-def _check(name: str, value: float, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"Invalid {name}: {value!r}; it must be {allowed}")
 
 
 def average_gradients(grads: list[Tensor], local_flag: bool, world_size: int) -> tuple[list[Tensor], bool]:
@@ -46,7 +37,7 @@ def average_gradients(grads: list[Tensor], local_flag: bool, world_size: int) ->
     return averaged, bad
 
 
-class TD3(RLModule):
+class TD3(OffPolicyModule):
     """Twin Delayed DDPG on a continuous-action gymnasium env, CleanRL's defaults (``td3_continuous_action.py``).
 
     Every ``training_step`` runs ``steps_per_training_step`` vector-env steps; after ``learning_starts`` env steps,
@@ -139,22 +130,23 @@ class TD3(RLModule):
         env_kwargs: dict[str, Any] | None = None,
         seed: int = 1,
     ) -> None:
-        super().__init__(seed=seed)
+        super().__init__(
+            env_id, total_timesteps, buffer_size, batch_size, learning_starts, num_envs, save_replay_buffer,
+            eval_interval, num_eval_episodes, log_interval, env_kwargs, seed,
+        )  # fmt: skip
         self.save_hyperparameters(ignore=["actor", "critic", "actor_optimizer", "critic_optimizer"])
-        for name in ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "num_envs",
-                     "steps_per_training_step", "num_eval_episodes", "log_interval"):  # fmt: skip
-            value = locals()[name]
-            _check(name, value, isinstance(value, int) and value > 0, "a positive int")
-        _check("learning_starts", learning_starts, 0 <= learning_starts <= total_timesteps,
-               f"in [0, total_timesteps={total_timesteps}]")  # fmt: skip
-        _check("batch_size", batch_size, batch_size <= buffer_size, f"<= buffer_size={buffer_size}")
-        _check("gamma", gamma, 0.0 <= gamma <= 1.0, "in [0, 1]")
-        _check("tau", tau, 0.0 < tau <= 1.0, "in (0, 1]")
-        for name in ("policy_noise", "exploration_noise", "noise_clip"):
-            _check(name, locals()[name], locals()[name] >= 0.0, ">= 0")
-        _check("learning_rate", learning_rate, learning_rate > 0.0, "> 0")
-        _check("max_abs_q", max_abs_q, max_abs_q > 0.0, "> 0")
-        _check("eval_interval", eval_interval, eval_interval >= 0, ">= 0")
+        for name, value in (
+            ("policy_frequency", policy_frequency),
+            ("steps_per_training_step", steps_per_training_step),
+        ):
+            check_arg(name, value, isinstance(value, int) and value > 0, "a positive int")
+        check_arg("gamma", gamma, 0.0 <= gamma <= 1.0, "in [0, 1]")
+        check_arg("tau", tau, 0.0 < tau <= 1.0, "in (0, 1]")
+        for name, value in (("policy_noise", policy_noise), ("exploration_noise", exploration_noise),
+                            ("noise_clip", noise_clip)):  # fmt: skip
+            check_arg(name, value, value >= 0.0, ">= 0")
+        check_arg("learning_rate", learning_rate, learning_rate > 0.0, "> 0")
+        check_arg("max_abs_q", max_abs_q, max_abs_q > 0.0, "> 0")
         check_optimizer_name(optimizer)
 
         observation_space, action_space = probe_spaces(env_id, env_kwargs)
@@ -162,6 +154,7 @@ class TD3(RLModule):
             check_spaces(observation_space, action_space, action_spaces=(spaces.Box,))
         except ValueError as error:
             raise ValueError(f"Invalid env_id {env_id!r} for TD3, which needs continuous actions: {error}") from error
+        self.action_space = action_space
         self.obs_dim = int(np.prod(observation_space.shape))
         self.act_dim = int(np.prod(action_space.shape))
         self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
@@ -176,55 +169,9 @@ class TD3(RLModule):
         self.critic_optimizer = critic_optimizer
         self.automatic_optimization = False
 
-        self.episode_statistics = EpisodeStatistics()
+        self.vector_steps_per_training_step = steps_per_training_step
         self.critic_updates = 0
-        self.learning_resumes_at = learning_starts
-        self.envs = None
-        self.replay_buffer: ReplayBuffer | None = None
-        self._buffer_state: dict[str, Any] | None = None
         self._last_metrics: dict[str, Tensor] = {}
-        self._last_eval_step = -1
-        self.obs: Tensor | None = None
-
-    # ----------------------------------------------------------------------------------------------- setup and data
-    @property
-    def vector_steps_per_rank(self) -> int:
-        """Vector-env steps each rank takes over the whole run."""
-        return self.hparams.total_timesteps // (self.hparams.num_envs * self.world_size)
-
-    @property
-    def env_steps_per_vector_step(self) -> int:
-        """Env steps (summed over envs and ranks) added by one vector-env step of every rank."""
-        return self.hparams.num_envs * self.world_size
-
-    def setup(self, stage: str) -> None:
-        hp = self.hparams
-        self.envs = make_vector_env(hp.env_id, hp.num_envs, env_kwargs=hp.env_kwargs)
-        self.envs.action_space.seed(self.seed + self.rank)
-        self.eval_envs = make_vector_env(hp.env_id, 1, env_kwargs=hp.env_kwargs) if hp.eval_interval else None
-        self.episode_tracker = EpisodeTracker(hp.num_envs)
-        self.replay_buffer = ReplayBuffer(
-            hp.buffer_size, (self.obs_dim,), (self.act_dim,), hp.num_envs, torch.float32, self.device
-        )
-        if self._buffer_state is not None:
-            self.replay_buffer.load_state_dict(self._buffer_state)
-            self._buffer_state = None
-
-    def on_fit_start(self) -> None:
-        self.reseed_generator()
-        self.replay_buffer.generator.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
-        obs, _ = self.envs.reset(seed=self.train_env_seeds(self.hparams.num_envs))
-        self.obs = torch.as_tensor(obs, dtype=torch.float32)
-
-    def teardown(self, stage: str) -> None:
-        for envs in (self.envs, getattr(self, "eval_envs", None)):
-            if envs is not None:
-                envs.close()
-
-    def train_dataloader(self) -> DataLoader:
-        per_step = self.hparams.steps_per_training_step
-        done = self.env_steps // self.env_steps_per_vector_step
-        return step_index_loader(-(-done // per_step), -(-self.vector_steps_per_rank // per_step))
 
     def configure_optimizers(self) -> list[Optimizer]:
         hp = self.hparams
@@ -256,40 +203,16 @@ class TD3(RLModule):
         """Deterministic actions ``(N, act_dim)`` of the current actor for observations ``(N, obs_dim)``."""
         return self.actor(obs.to(self.device)).clamp(self.action_low, self.action_high)
 
-    def _explore(self) -> Tensor:
-        """Actions ``(num_envs, act_dim)``: uniform before ``learning_starts``, the noisy policy after."""
-        shape = (self.hparams.num_envs, self.act_dim)
-        if self.env_steps < self.hparams.learning_starts:
+    @torch.no_grad()
+    def explore(self) -> Tensor:
+        """Actions ``(num_envs, act_dim)``: uniform before ``learning_starts``, then the actor plus Gaussian noise."""
+        shape = (self.num_envs, self.act_dim)
+        if self.env_steps < self.learning_starts:
             uniform = torch.rand(shape, generator=self.generator).to(self.device)
             return self.action_low + (self.action_high - self.action_low) * uniform
         noise = torch.randn(shape, generator=self.generator).to(self.device)
-        with torch.no_grad():
-            actions = self.actor(self.obs.to(self.device))
-        return (actions + noise * self.action_scale * self.hparams.exploration_noise).clamp(
-            self.action_low, self.action_high
-        )
-
-    def _env_step(self) -> str | None:
-        """Take one vector-env step and store it; returns a reason if an action or observation is not finite."""
-        actions = self._explore()
-        if not bool(torch.isfinite(actions).all()):
-            return "the policy produced a non-finite action"
-        next_obs, rewards, terminations, truncations, infos = self.envs.step(actions.cpu().numpy())
-        real_next_obs = final_observations(next_obs, terminations, truncations, infos)
-        if not (np.isfinite(real_next_obs).all() and np.isfinite(rewards).all()):
-            return "the environment returned a non-finite observation or reward"
-        self.replay_buffer.add(
-            self.obs,
-            torch.as_tensor(real_next_obs, dtype=torch.float32),
-            actions,
-            torch.as_tensor(rewards, dtype=torch.float32),
-            torch.as_tensor(terminations),
-            torch.as_tensor(truncations),
-        )
-        self.episode_statistics.update(*self.episode_tracker.step(rewards, np.logical_or(terminations, truncations)))
-        self.obs = torch.as_tensor(next_obs, dtype=torch.float32)
-        self.env_steps += self.env_steps_per_vector_step
-        return None
+        actions = self.actor(self.obs.to(self.device)) + noise * self.action_scale * self.hparams.exploration_noise
+        return actions.clamp(self.action_low, self.action_high)
 
     # --------------------------------------------------------------------------------------------------- learning
     def _critic_losses(self, batch: ReplayBatch) -> tuple[Tensor, Tensor]:
@@ -325,7 +248,7 @@ class TD3(RLModule):
         the reason to stop, identical on every rank, or None.
         """
         hp = self.hparams
-        batch = self.replay_buffer.sample(hp.batch_size)
+        batch = self.replay_buffer.sample(self.batch_size)
         critic_losses, q_values = self._critic_losses(batch)
         critic_loss = critic_losses.sum()
         if local_reason is None:
@@ -355,29 +278,23 @@ class TD3(RLModule):
         self._target_params = [*self.target_actor.parameters(), *self.target_critic.parameters()]
 
     def training_step(self, batch_index: int) -> None:
-        hp = self.hparams
         actor_optimizer, critic_optimizer = self.optimizers()
-        first_vector_step = batch_index * hp.steps_per_training_step
-        vector_steps = min(hp.steps_per_training_step, self.vector_steps_per_rank - first_vector_step)
-        log_before = self.env_steps // hp.log_interval
-        eval_before = self.env_steps // hp.eval_interval if hp.eval_interval else 0
+        env_steps_before = self.env_steps
         reason = None
-        for _ in range(vector_steps):
-            reason = self._env_step()
-            if self.env_steps > self.learning_resumes_at:
+        for _ in range(self.chunk_length(batch_index)):
+            reason = self.env_step()
+            if self.learning:
                 # Every rank updates at the same vector steps: a reason raised by one rank's env step travels to all
                 # ranks with the critic's gradients, and every rank stops at the same update.
                 reason = self._update(actor_optimizer, critic_optimizer, reason)
             if reason is not None:
                 break
         stop_on_divergence(self, reason)
-        if self.env_steps // hp.log_interval != log_before:
-            self._log_metrics()
-        if hp.eval_interval and self.env_steps // hp.eval_interval != eval_before:
-            self._evaluate()
+        self.log_and_evaluate(env_steps_before, self._metrics())
 
-    def _log_metrics(self) -> None:
-        metrics: dict[str, Tensor] = self.episode_statistics.compute()
+    def _metrics(self) -> dict[str, Tensor]:
+        """CleanRL's TD3 panels from the last update: per-critic loss and mean Q, mean critic loss, actor loss."""
+        metrics = {"charts/critic_updates": torch.tensor(float(self.critic_updates))}
         if "critic_losses" in self._last_metrics:
             critic_losses, q_values = self._last_metrics["critic_losses"], self._last_metrics["q_values"]
             for i in range(critic_losses.shape[0]):
@@ -386,38 +303,13 @@ class TD3(RLModule):
             metrics["losses/qf_loss"] = critic_losses.mean()
         if "actor_loss" in self._last_metrics:
             metrics["losses/actor_loss"] = self._last_metrics["actor_loss"]
-        metrics["charts/critic_updates"] = torch.tensor(float(self.critic_updates))
-        self.log_env_metrics(metrics)
-
-    def _evaluate(self) -> None:
-        returns = evaluate_policy(
-            lambda obs: self.act(torch.as_tensor(obs, dtype=torch.float32)).cpu().numpy(),
-            self.eval_envs,
-            self.hparams.num_eval_episodes,
-            self.eval_env_seeds(1),
-        )
-        mean = self.trainer.strategy.reduce(torch.tensor(returns.mean(), device=self.device), reduce_op="mean")
-        self.log_env_metrics({"eval/return_mean": mean})
-        self._last_eval_step = self.env_steps
-
-    def on_train_epoch_end(self) -> None:
-        if self.env_steps // self.env_steps_per_vector_step >= self.vector_steps_per_rank:
-            self.trainer.should_stop = True
-            if self.hparams.eval_interval and self._last_eval_step != self.env_steps:
-                self._evaluate()
+        return metrics
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["critic_updates"] = self.critic_updates
-        checkpoint["learning_resumes_at"] = self.learning_resumes_at
-        if self.hparams.save_replay_buffer and self.replay_buffer is not None:
-            checkpoint["replay_buffer"] = self.replay_buffer.state_dict(include_storage=True)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.critic_updates = int(checkpoint["critic_updates"])
-        self.learning_resumes_at = int(checkpoint["learning_resumes_at"])
-        self._buffer_state = checkpoint.get("replay_buffer")
-        if self._buffer_state is None and self.env_steps >= self.hparams.learning_starts:
-            self.learning_resumes_at = self.env_steps + self.hparams.learning_starts

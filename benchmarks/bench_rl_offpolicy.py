@@ -1,0 +1,112 @@
+"""Env steps per second of this project's TD3 and DQN vs Stable-Baselines3 with the same hyper-parameters.
+
+Both run in this process on one torch thread, alternately (ours, SB3, ours, SB3, ...), so that load from other
+processes hits both alike; the ratio of the median rates is printed, with the raw env-stepping rate as the ceiling.
+
+    python benchmarks/bench_rl_offpolicy.py --algo td3   # Hopper-v4, 3000 steps, learning_starts 1000
+    python benchmarks/bench_rl_offpolicy.py --algo dqn   # CartPole-v1, 30000 steps, learning_starts 10000
+
+Settings shared by both implementations: TD3 as CleanRL (256-256 actor and twin critics, Adam lr 3e-4, batch 256,
+buffer 1e6, tau 0.005, policy delay 2, target noise 0.2 clipped at 0.5, exploration noise 0.1, one update per env
+step); DQN as CleanRL (120-84 Q-network, Adam lr 2.5e-4 eps 1e-5, batch 128, buffer 1e4, train every 10 steps,
+target copy every 500 steps, epsilon 1 -> 0.05 over half the run) with SB3's Huber loss and no gradient clipping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+
+
+def raw_env_rate(env_id: str, steps: int = 5000) -> float:
+    """Env steps/s of random actions on one env: the ceiling of any single-env implementation."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def ours(algo: str, total: int, learning_starts: int) -> float:
+    """Env steps/s of this project's module over a whole ``fit`` of ``total`` env steps."""
+    from lightning_alphagrad.rl import DQN, TD3
+
+    if algo == "td3":
+        model = TD3(env_id="Hopper-v4", total_timesteps=total, learning_starts=learning_starts, seed=0)
+    else:
+        model = DQN(env_id="CartPole-v1", total_timesteps=total, learning_starts=learning_starts, loss="huber", seed=0)
+    trainer = L.Trainer(
+        max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    start = time.perf_counter()
+    trainer.fit(model)
+    return total / (time.perf_counter() - start)
+
+
+def sb3(algo: str, total: int, learning_starts: int) -> float:
+    """Env steps/s of Stable-Baselines3 over a whole ``learn`` of ``total`` env steps."""
+    from stable_baselines3 import DQN as SB3DQN
+    from stable_baselines3 import TD3 as SB3TD3
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    if algo == "td3":
+        env = gym.make("Hopper-v4")
+        n = env.action_space.shape[0]
+        model = SB3TD3(
+            "MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=learning_starts,
+            batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1,
+            action_noise=NormalActionNoise(np.zeros(n), 0.1 * np.ones(n)), policy_delay=2, target_policy_noise=0.2,
+            target_noise_clip=0.5, policy_kwargs={"net_arch": [256, 256]}, seed=0, device="cpu",
+        )  # fmt: skip
+    else:
+        env = gym.make("CartPole-v1")
+        model = SB3DQN(
+            "MlpPolicy", env, learning_rate=2.5e-4, buffer_size=10_000, learning_starts=learning_starts,
+            batch_size=128, tau=1.0, gamma=0.99, train_freq=10, gradient_steps=1, target_update_interval=500,
+            exploration_fraction=0.5, exploration_initial_eps=1.0, exploration_final_eps=0.05, max_grad_norm=1e12,
+            policy_kwargs={"net_arch": [120, 84], "optimizer_kwargs": {"eps": 1e-5}}, seed=0, device="cpu",
+        )  # fmt: skip
+    start = time.perf_counter()
+    model.learn(total)
+    return total / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", choices=("td3", "dqn"), required=True)
+    parser.add_argument("--total", type=int, default=None, help="env steps per run (td3: 3000, dqn: 30000)")
+    parser.add_argument("--learning-starts", type=int, default=None, help="td3: 1000, dqn: 10000")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating (ours, SB3) pairs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    total = args.total or (3000 if args.algo == "td3" else 30_000)
+    learning_starts = args.learning_starts if args.learning_starts is not None else total // 3
+    env_id = "Hopper-v4" if args.algo == "td3" else "CartPole-v1"
+    print(f"{args.algo} on {env_id}: {total} env steps per run, learning_starts {learning_starts}")
+    print(f"raw env stepping: {raw_env_rate(env_id):.0f} steps/s")
+    rates: dict[str, list[float]] = {"ours": [], "sb3": []}
+    for round_index in range(args.rounds):
+        for name, run in (("ours", ours), ("sb3", sb3)):
+            L.seed_everything(round_index, verbose=False)
+            rates[name].append(run(args.algo, total, learning_starts))
+            print(f"round {round_index}: {name:4s} {rates[name][-1]:8.1f} env steps/s", flush=True)
+    ours_rate, sb3_rate = statistics.median(rates["ours"]), statistics.median(rates["sb3"])
+    print(f"median: ours {ours_rate:.1f}, SB3 {sb3_rate:.1f} env steps/s; ratio ours/SB3 = {ours_rate / sb3_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
