@@ -110,7 +110,7 @@ class OffPolicyModule(RLModule):
 
     @property
     def learning(self) -> bool:
-        """Whether updates are due: past ``learning_starts`` (or past the refill after a resume without buffer)."""
+        """Whether updates are due: env steps past ``learning_starts`` (or past the refill after a resume)."""
         return self.env_steps > self.learning_resumes_at
 
     def setup(self, stage: str) -> None:
@@ -205,5 +205,8 @@ class OffPolicyModule(RLModule):
         super().on_load_checkpoint(checkpoint)
         self.learning_resumes_at = int(checkpoint["learning_resumes_at"])
         self._buffer_state = checkpoint.get("replay_buffer")
-        if self._buffer_state is None and self.env_steps >= self.learning_starts:
+        if self._buffer_state is not None and self.replay_buffer is not None:  # setup ran before the restore
+            self.replay_buffer.load_state_dict(self._buffer_state)
+            self._buffer_state = None
+        elif self._buffer_state is None and self.env_steps >= self.learning_starts:
             self.learning_resumes_at = self.env_steps + self.learning_starts

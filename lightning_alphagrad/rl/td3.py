@@ -282,8 +282,9 @@ class TD3(OffPolicyModule):
         env_steps_before = self.env_steps
         reason = None
         for _ in range(self.chunk_length(batch_index)):
+            learning = self.learning  # CleanRL: update after the env step of global_step > learning_starts
             reason = self.env_step()
-            if self.learning:
+            if learning:
                 # Every rank updates at the same vector steps: a reason raised by one rank's env step travels to all
                 # ranks with the critic's gradients, and every rank stops at the same update.
                 reason = self._update(actor_optimizer, critic_optimizer, reason)
