@@ -8,6 +8,7 @@ from lightning_alphagrad.optim import (
     normalized_tanh_update,
     weight_decay_groups,
 )
+from lightning_alphagrad.rl import PPO, RLModule
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,8 @@ __all__ = [
     "AlphaGrad",
     "LRSchedule",
     "NonFiniteGradientError",
+    "PPO",
+    "RLModule",
     "__version__",
     "alphagrad_config",
     "normalized_tanh_update",

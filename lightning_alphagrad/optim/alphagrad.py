@@ -171,7 +171,10 @@ class AlphaGrad(Optimizer):
                 loss = closure()
 
         gathered = [self._gather(group) for group in self.param_groups]
-        norms = [_norms(grads, _use_foreach(group, grads)) for group, (_, grads, _) in zip(self.param_groups, gathered)]
+        norms = [
+            _norms(grads, _use_foreach(group, grads))
+            for group, (_, grads, _) in zip(self.param_groups, gathered, strict=True)
+        ]
         all_norms = [n.to(torch.float64) for group_norms in norms for n in group_norms]
         if not all_norms:
             return loss
@@ -333,10 +336,7 @@ def _foreach_alphagrad(
             for j, buf in enumerate(dev_bufs):
                 if buf is None:  # first step of this parameter: buf = u
                     dev_bufs[j] = bufs[indices[j]] = updates[j].clone()
-            if nesterov:
-                updates = torch._foreach_add(updates, dev_bufs, alpha=momentum)
-            else:
-                updates = dev_bufs
+            updates = torch._foreach_add(updates, dev_bufs, alpha=momentum) if nesterov else dev_bufs
 
         if keep is None:
             if weight_decay != 0:

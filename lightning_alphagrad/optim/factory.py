@@ -74,7 +74,8 @@ class LRSchedule:
                 f"Invalid total_steps: {total_steps}; lr_schedule={kind!r} needs an integer total_steps > "
                 f"warmup_steps ({warmup_steps})"
             )
-        self.kind, self.total_steps, self.warmup_steps, self.min_lr_ratio = kind, total_steps, warmup_steps, min_lr_ratio
+        self.kind, self.total_steps = kind, total_steps
+        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

@@ -12,10 +12,12 @@ from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
 from lightning_alphagrad.rl.offpolicy import OffPolicyModule
 from lightning_alphagrad.rl.offpolicy_networks import DeterministicActor, EnsembleCritic, QNetwork
 from lightning_alphagrad.rl.replay import ReplayBatch, ReplayBuffer
+from lightning_alphagrad.rl.ppo import PPO, ppo_mlp
 from lightning_alphagrad.rl.td3 import TD3
 
 __all__ = [
     "DQN",
+    "PPO",
     "TD3",
     "DeterministicActor",
     "DivergenceError",
@@ -35,6 +37,7 @@ __all__ = [
     "evaluate_policy",
     "final_observations",
     "make_vector_env",
+    "ppo_mlp",
     "probe_spaces",
     "step_index_loader",
 ]

@@ -32,8 +32,19 @@ class RLModule(L.LightningModule):
             raise ValueError(f"Invalid seed: {seed}; it must be >= 0")
         self.seed = seed
         self.env_steps = 0
-        self.generator = torch.Generator()
-        self.generator.manual_seed(seed)
+        self._generator: torch.Generator | None = None
+
+    @property
+    def generator(self) -> torch.Generator:
+        """CPU generator for action sampling and minibatch shuffling; see :meth:`reseed_generator`."""
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        return self._generator
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.Generator cannot cross torch.multiprocessing's shared-memory pickling (ddp_spawn): workers make anew.
+        state = super().__getstate__()
+        return {**state, "_generator": None}
 
     @property
     def rank(self) -> int:

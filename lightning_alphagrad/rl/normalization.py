@@ -19,17 +19,29 @@ __all__ = ["RewardScaler", "RunningMeanStd"]
 AllGather = Callable[[Tensor], Tensor]
 
 
-def _merge(
-    mean: np.ndarray, var: np.ndarray, count: float, batch_mean: np.ndarray, batch_var: np.ndarray, batch_count: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Mean, population variance and count of two merged samples (Chan et al.'s parallel algorithm)."""
-    total = count + batch_count
-    if batch_count == 0:
-        return mean, var, count
-    delta = batch_mean - mean
-    new_mean = mean + delta * (batch_count / total)
-    m2 = var * count + batch_var * batch_count + delta**2 * (count * batch_count / total)
-    return new_mean, m2 / total, total
+class Moments:
+    """Mean, population variance and count of a sample of arrays of shape ``shape`` (float64, updated in place)."""
+
+    __slots__ = ("count", "mean", "var")
+
+    def __init__(self, shape: tuple[int, ...], mean: float = 0.0, var: float = 1.0, count: float = 0.0) -> None:
+        self.mean = np.full(shape, mean, dtype=np.float64)
+        self.var = np.full(shape, var, dtype=np.float64)
+        self.count = count
+
+    def merge_(self, mean: np.ndarray, var: np.ndarray | float, count: float) -> None:
+        """Merge another sample's moments into these (Chan et al.'s parallel algorithm)."""
+        if count == 0:
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.var *= self.count / total
+        self.var += var * (count / total) + delta**2 * (self.count * count / total**2)
+        self.mean += delta * (count / total)
+        self.count = total
+
+    def copy_(self, other: Moments) -> None:
+        self.mean[...], self.var[...], self.count = other.mean, other.var, other.count
 
 
 class RunningMeanStd(nn.Module):
@@ -55,22 +67,37 @@ class RunningMeanStd(nn.Module):
         self.shape = tuple(shape)
         self.epsilon = epsilon
         self.clip = clip
-        self.mean, self.var, self.count = np.zeros(self.shape), np.ones(self.shape), epsilon
-        self._synced = (self.mean, self.var, self.count)
-        self._pending = (np.zeros(self.shape), np.zeros(self.shape), 0.0)
+        self.stats = Moments(self.shape, count=epsilon)
+        self.synced = Moments(self.shape, count=epsilon)
+        self.pending = Moments(self.shape, var=0.0)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.stats.mean
+
+    @property
+    def var(self) -> np.ndarray:
+        return self.stats.var
+
+    @property
+    def count(self) -> float:
+        return self.stats.count
 
     def update(self, batch: np.ndarray) -> None:
         """Merge ``batch`` of shape ``(n, *shape)`` into the statistics."""
-        batch = np.asarray(batch, dtype=np.float64)
-        batch_mean, batch_var, batch_count = batch.mean(axis=0), batch.var(axis=0), batch.shape[0]
-        self.mean, self.var, self.count = _merge(self.mean, self.var, self.count, batch_mean, batch_var, batch_count)
-        self._pending = _merge(*self._pending, batch_mean, batch_var, batch_count)
+        count = batch.shape[0]
+        if count == 1:
+            mean, var = batch[0].astype(np.float64), 0.0
+        else:
+            mean, var = batch.mean(axis=0, dtype=np.float64), batch.var(axis=0, dtype=np.float64)
+        self.stats.merge_(mean, var, count)
+        self.pending.merge_(mean, var, count)
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """``(x - mean) / sqrt(var + epsilon)``, clipped, as float32; ``x`` has shape ``(..., *shape)``."""
-        normalized = (x - self.mean) / np.sqrt(self.var + self.epsilon)
+        normalized = (x - self.stats.mean) / np.sqrt(self.stats.var + self.epsilon)
         if self.clip is not None:
-            normalized = np.clip(normalized, -self.clip, self.clip)
+            normalized = np.clip(normalized, -self.clip, self.clip, out=normalized)
         return normalized.astype(np.float32)
 
     def sync(self, all_gather: AllGather, device: torch.device | str = "cpu") -> None:
@@ -79,30 +106,27 @@ class RunningMeanStd(nn.Module):
         ``all_gather`` maps a tensor of shape ``(k,)`` to the stacked tensors of all ranks, ``(world_size, k)``
         (``LightningModule.all_gather``; with one process it may return the tensor unchanged).
         """
-        pending_mean, pending_var, pending_count = self._pending
-        packed = np.concatenate([pending_mean.ravel(), pending_var.ravel(), [pending_count]])
+        pending = self.pending
+        packed = np.concatenate([pending.mean.ravel(), pending.var.ravel(), [pending.count]])
         gathered = all_gather(torch.as_tensor(packed, dtype=torch.float64, device=device))
         gathered = gathered.reshape(-1, packed.size).cpu().numpy()
-        size = pending_mean.size
-        mean, var, count = self._synced
+        size = pending.mean.size
         for row in gathered:
-            row_mean, row_var = row[:size].reshape(self.shape), row[size : 2 * size].reshape(self.shape)
-            mean, var, count = _merge(mean, var, count, row_mean, row_var, float(row[-1]))
-        self.mean, self.var, self.count = mean, var, count
-        self._synced = (mean, var, count)
-        self._pending = (np.zeros(self.shape), np.zeros(self.shape), 0.0)
+            self.synced.merge_(row[:size].reshape(self.shape), row[size : 2 * size].reshape(self.shape), float(row[-1]))
+        self.stats.copy_(self.synced)
+        self.pending = Moments(self.shape, var=0.0)
 
     def get_extra_state(self) -> dict[str, Any]:
         """Statistics for ``state_dict``; pending batches are merged into the saved statistics."""
-        mean, var = torch.from_numpy(self.mean.copy()), torch.from_numpy(self.var.copy())
-        return {"mean": mean, "var": var, "count": self.count}
+        mean, var = torch.from_numpy(self.stats.mean.copy()), torch.from_numpy(self.stats.var.copy())
+        return {"mean": mean, "var": var, "count": self.stats.count}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.mean = state["mean"].cpu().numpy().astype(np.float64)
-        self.var = state["var"].cpu().numpy().astype(np.float64)
-        self.count = float(state["count"])
-        self._synced = (self.mean, self.var, self.count)
-        self._pending = (np.zeros(self.shape), np.zeros(self.shape), 0.0)
+        for moments in (self.stats, self.synced):
+            moments.mean[...] = state["mean"].cpu().numpy()
+            moments.var[...] = state["var"].cpu().numpy()
+            moments.count = float(state["count"])
+        self.pending = Moments(self.shape, var=0.0)
 
 
 class RewardScaler(nn.Module):
@@ -130,8 +154,10 @@ class RewardScaler(nn.Module):
 
     def scale(self, rewards: np.ndarray, terminated: np.ndarray) -> np.ndarray:
         """Update the return statistics with one step of ``rewards`` (num_envs,) and return the scaled rewards."""
-        self.discounted_return = self.discounted_return * self.gamma * (1.0 - terminated) + rewards
-        self.return_rms.update(self.discounted_return)
+        discounted_return = self.discounted_return  # in place: no nn.Module attribute assignment per step
+        discounted_return *= self.gamma * (1.0 - terminated)
+        discounted_return += rewards
+        self.return_rms.update(discounted_return)
         scaled = rewards / np.sqrt(self.return_rms.var + self.return_rms.epsilon)
         if self.clip is not None:
             scaled = np.clip(scaled, -self.clip, self.clip)

@@ -1,0 +1,513 @@
+"""PPO (Schulman et al. 2017) as a LightningModule, with the details and defaults of CleanRL's PPO (MuJoCo variant).
+
+One ``training_step`` is one PPO iteration: a rollout of ``num_steps`` steps on each of ``num_envs`` sub-envs, GAE,
+then ``update_epochs`` epochs of ``num_minibatches`` minibatch updates (manual optimization). Under DDP every rank
+collects its own rollout; DDP averages the gradients of each minibatch, so one minibatch update uses
+``world_size * minibatch_size`` samples, and ``total_timesteps`` counts the steps of all ranks together.
+
+CleanRL's discrete ``ppo`` defaults differ from the constructor defaults (which are the MuJoCo ones):
+``num_envs=4, num_steps=128, learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, ent_coef=0.01,
+normalize_observation=False, normalize_reward=False`` (see ``docs/RL.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from lightning_alphagrad.optim import AlphaGrad
+from lightning_alphagrad.rl.data import step_index_loader
+from lightning_alphagrad.rl.envs import Vectorization, check_spaces, final_observations, make_vector_env, probe_spaces
+from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
+from lightning_alphagrad.rl.evaluation import evaluate_policy
+from lightning_alphagrad.rl.module import RLModule
+from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
+
+__all__ = ["PPO", "ppo_mlp"]
+
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def ppo_mlp(
+    in_features: int,
+    out_features: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    out_gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
+    """CleanRL's PPO network: tanh MLP, orthogonal weights (gain sqrt(2), output layer ``out_gain``), zero biases.
+
+    Maps ``(batch, in_features)`` to ``(batch, out_features)``. CleanRL uses ``out_gain=0.01`` for the actor and
+    ``1.0`` for the critic.
+    """
+    sizes = [in_features, *hidden_sizes, out_features]
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        linear = nn.Linear(fan_in, fan_out)
+        is_output = index == len(sizes) - 2
+        nn.init.orthogonal_(linear.weight, gain=out_gain if is_output else math.sqrt(2.0), generator=generator)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if not is_output:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"Invalid {name}: {value}; it must be > 0")
+
+
+def _check_unit_interval(**values: float) -> None:
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"Invalid {name}: {value}; it must lie in [0, 1]")
+
+
+class PPO(RLModule):
+    """Proximal Policy Optimization with a Gaussian (Box actions) or categorical (Discrete actions) policy.
+
+    Args:
+        env_id: gymnasium id; observations must be a 1-D Box, actions a 1-D bounded Box or Discrete.
+        num_envs: sub-envs per rank.
+        num_steps: rollout length per sub-env and iteration.
+        total_timesteps: environment steps of the whole run, summed over ranks.
+        learning_rate: initial learning rate.
+        anneal_lr: anneal the learning rate linearly to 0 over the run.
+        gamma: discount factor.
+        gae_lambda: GAE lambda.
+        num_minibatches: minibatches per epoch; must divide ``num_envs * num_steps``.
+        update_epochs: epochs over each rollout.
+        norm_adv: normalize advantages per minibatch.
+        clip_coef: surrogate clipping coefficient (also the value clipping range).
+        clip_vloss: clip the value loss as in the PPO paper's implementation.
+        ent_coef: entropy bonus coefficient.
+        vf_coef: value loss coefficient.
+        max_grad_norm: global gradient-norm clipping; ``"auto"`` is 0.5 for Adam and off for AlphaGrad (as in the
+            AlphaGrad paper); ``None`` turns it off.
+        target_kl: stop the epochs of an iteration once the approximate KL (averaged over ranks) exceeds it.
+        normalize_observation: running observation normalization (clipped to +-10), as CleanRL's MuJoCo wrappers.
+        normalize_reward: reward scaling by the std of the discounted return (clipped to +-10).
+        optimizer: ``"adam"`` (eps 1e-5) or ``"alphagrad"``; the Lightning CLI's ``--optimizer`` replaces it.
+        alpha: AlphaGrad's tanh steepness.
+        momentum: AlphaGrad's momentum.
+        eps: epsilon of Adam or AlphaGrad.
+        actor: network mapping observations ``(batch, obs_dim)`` to action means ``(batch, action_dim)`` or logits
+            ``(batch, num_actions)``; default ``ppo_mlp`` with output gain 0.01.
+        critic: network mapping observations ``(batch, obs_dim)`` to values ``(batch, 1)``; default ``ppo_mlp``.
+        hidden_sizes: hidden layers of the default networks.
+        vectorization: ``"sync"`` (sub-envs in this process) or ``"async"`` (one process each).
+        env_kwargs: keyword arguments of ``gym.make``.
+        eval_interval: evaluate the deterministic policy every this many global env steps; ``None``: only at the end.
+        num_eval_episodes: episodes per rank per evaluation; 0 disables evaluation.
+        seed: seed of the network initialization, the envs and the sampling (see :class:`RLModule`).
+
+    Envs are created in ``setup`` and reset at the start of ``fit``; a resumed run restores networks, optimizer,
+    normalization statistics and ``env_steps`` (hence the learning-rate schedule), and restarts its envs.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "HalfCheetah-v5",
+        num_envs: int = 1,
+        num_steps: int = 2048,
+        total_timesteps: int = 1_000_000,
+        learning_rate: float = 3e-4,
+        anneal_lr: bool = True,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        num_minibatches: int = 32,
+        update_epochs: int = 10,
+        norm_adv: bool = True,
+        clip_coef: float = 0.2,
+        clip_vloss: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | Literal["auto"] | None = "auto",
+        target_kl: float | None = None,
+        normalize_observation: bool = True,
+        normalize_reward: bool = True,
+        optimizer: Literal["adam", "alphagrad"] = "adam",
+        alpha: float = 98.0,
+        momentum: float = 0.9,
+        eps: float = 1e-5,
+        actor: nn.Module | None = None,
+        critic: nn.Module | None = None,
+        hidden_sizes: Sequence[int] = (64, 64),
+        vectorization: Vectorization = "sync",
+        env_kwargs: dict[str, Any] | None = None,
+        eval_interval: int | None = None,
+        num_eval_episodes: int = 10,
+        seed: int = 1,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.save_hyperparameters(ignore=["actor", "critic"])
+        _check_positive(
+            num_envs=num_envs,
+            num_steps=num_steps,
+            total_timesteps=total_timesteps,
+            learning_rate=learning_rate,
+            num_minibatches=num_minibatches,
+            update_epochs=update_epochs,
+            eps=eps,
+            alpha=alpha,
+        )
+        _check_unit_interval(gamma=gamma, gae_lambda=gae_lambda)
+        if (num_envs * num_steps) % num_minibatches != 0:
+            raise ValueError(
+                f"Invalid num_minibatches: {num_minibatches}; it must divide num_envs * num_steps "
+                f"({num_envs} * {num_steps} = {num_envs * num_steps})"
+            )
+        if clip_coef <= 0:
+            raise ValueError(f"Invalid clip_coef: {clip_coef}; it must be > 0")
+        if ent_coef < 0 or vf_coef < 0:
+            raise ValueError(f"Invalid ent_coef/vf_coef: {ent_coef}/{vf_coef}; they must be >= 0")
+        if not (max_grad_norm in ("auto", None) or (isinstance(max_grad_norm, int | float) and max_grad_norm > 0)):
+            raise ValueError(f"Invalid max_grad_norm: {max_grad_norm!r}; it must be > 0, 'auto' or None")
+        if target_kl is not None and target_kl <= 0:
+            raise ValueError(f"Invalid target_kl: {target_kl}; it must be > 0 or None")
+        if optimizer not in ("adam", "alphagrad"):
+            raise ValueError(f"Invalid optimizer: {optimizer!r}; it must be 'adam' or 'alphagrad'")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"Invalid momentum: {momentum}; it must lie in [0, 1)")
+        if eval_interval is not None and eval_interval <= 0:
+            raise ValueError(f"Invalid eval_interval: {eval_interval}; it must be > 0 or None")
+        if num_eval_episodes < 0:
+            raise ValueError(f"Invalid num_eval_episodes: {num_eval_episodes}; it must be >= 0")
+        if vectorization not in ("sync", "async"):
+            raise ValueError(f"Invalid vectorization: {vectorization!r}; it must be 'sync' or 'async'")
+
+        observation_space, action_space = probe_spaces(env_id, env_kwargs)
+        check_spaces(observation_space, action_space)
+        self.observation_space, self.action_space = observation_space, action_space
+        self.continuous = isinstance(action_space, spaces.Box)
+        obs_dim = observation_space.shape[0]
+        action_dim = action_space.shape[0] if self.continuous else int(action_space.n)
+
+        self.env_id, self.env_kwargs, self.vectorization = env_id, env_kwargs, vectorization
+        self.num_envs, self.num_steps, self.total_timesteps = num_envs, num_steps, total_timesteps
+        self.learning_rate, self.anneal_lr = learning_rate, anneal_lr
+        self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.num_minibatches, self.update_epochs = num_minibatches, update_epochs
+        self.batch_size = num_envs * num_steps
+        self.minibatch_size = self.batch_size // num_minibatches
+        self.norm_adv, self.clip_coef, self.clip_vloss = norm_adv, clip_coef, clip_vloss
+        self.ent_coef, self.vf_coef, self.target_kl = ent_coef, vf_coef, target_kl
+        self.optimizer_name, self.alpha, self.momentum, self.eps = optimizer, alpha, momentum, eps
+        if max_grad_norm == "auto":
+            max_grad_norm = 0.5 if optimizer == "adam" else None
+        self.max_grad_norm = max_grad_norm
+        self.eval_interval, self.num_eval_episodes = eval_interval, num_eval_episodes
+
+        init_generator = torch.Generator().manual_seed(seed)
+        self.actor = actor or ppo_mlp(obs_dim, action_dim, hidden_sizes, out_gain=0.01, generator=init_generator)
+        self.critic = critic or ppo_mlp(obs_dim, 1, hidden_sizes, out_gain=1.0, generator=init_generator)
+        self.actor_logstd = nn.Parameter(torch.zeros(action_dim)) if self.continuous else None
+        self.obs_rms = RunningMeanStd(observation_space.shape) if normalize_observation else None
+        self.reward_scaler = RewardScaler(num_envs, gamma=gamma) if normalize_reward else None
+        self.episode_stats = EpisodeStatistics()
+        self.skipped_updates = 0
+        self.automatic_optimization = False
+
+    # ----------------------------------------------------------------------------------------------- policy
+    def normalize_obs(self, obs: np.ndarray, update: bool) -> np.ndarray:
+        """Observations ``(n, obs_dim)`` as the networks see them (float32); ``update`` feeds the statistics."""
+        if self.obs_rms is None:
+            return obs.astype(np.float32, copy=False)
+        if update:
+            self.obs_rms.update(obs)
+        return self.obs_rms.normalize(obs)
+
+    def log_prob_and_entropy(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-probability ``(batch,)`` of ``actions`` under the current policy and the policy entropy ``(batch,)``."""
+        out = self.actor(obs)
+        if self.continuous:
+            log_std = self.actor_logstd.expand_as(out)
+            log_prob = -0.5 * ((actions - out) / log_std.exp()) ** 2 - log_std - LOG_SQRT_2PI
+            entropy = (0.5 + LOG_SQRT_2PI + log_std).sum(-1)
+            return log_prob.sum(-1), entropy
+        log_probs = torch.log_softmax(out, dim=-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), entropy
+
+    @torch.no_grad()
+    def sample_actions(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Sampled actions ``(n, action_dim)`` or ``(n,)`` and their log-probabilities ``(n,)``."""
+        out = self.actor(obs)
+        if self.continuous:
+            noise = torch.randn(out.shape, generator=self.generator).to(out.device)
+            actions = out + self.actor_logstd.exp() * noise
+            log_prob = (-0.5 * noise**2 - self.actor_logstd - LOG_SQRT_2PI).sum(-1)
+            return actions, log_prob
+        log_probs = torch.log_softmax(out, dim=-1)
+        actions = torch.multinomial(log_probs.exp().cpu(), 1, generator=self.generator).to(out.device).squeeze(-1)
+        return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Actions as the env takes them: clipped to the Box bounds (the unclipped ones are learned from)."""
+        if not self.continuous:
+            return actions
+        if not np.isfinite(actions).all():
+            raise RuntimeError(
+                f"The policy produced non-finite actions at env step {self.env_steps}; the run diverged "
+                "(with AlphaGrad, try a smaller alpha)"
+            )
+        return np.clip(actions, self.action_space.low, self.action_space.high)
+
+    @torch.no_grad()
+    def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
+        """The deterministic policy (mean action, or argmax) for raw observations ``(n, obs_dim)``."""
+        out = self.actor(torch.from_numpy(self.normalize_obs(obs, update=False)).to(self.device))
+        actions = (out if self.continuous else out.argmax(-1)).cpu().numpy()
+        return self.env_actions(actions)
+
+    # ----------------------------------------------------------------------------------------------- setup
+    @property
+    def global_batch_size(self) -> int:
+        """Environment steps per iteration over all ranks."""
+        return self.batch_size * self.world_size
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of the whole run: ``total_timesteps // global_batch_size``."""
+        return self.total_timesteps // self.global_batch_size
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.num_iterations < 1:
+            raise ValueError(
+                f"Invalid total_timesteps: {self.total_timesteps}; it must be >= num_envs * num_steps * world_size "
+                f"({self.global_batch_size})"
+            )
+        self.envs = make_vector_env(self.env_id, self.num_envs, self.vectorization, self.env_kwargs)
+        self.eval_envs = make_vector_env(self.env_id, 1, "sync", self.env_kwargs) if self.num_eval_episodes else None
+
+    def teardown(self, stage: str) -> None:
+        for name in ("envs", "eval_envs"):
+            envs = self.__dict__.pop(name, None)
+            if envs is not None:
+                envs.close()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam(self.parameters(), lr=self.learning_rate, eps=self.eps, fused=True)
+        return AlphaGrad(
+            self.parameters(), lr=self.learning_rate, alpha=self.alpha, momentum=self.momentum, eps=self.eps
+        )
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        # One item per iteration; resumed runs skip the done ones in training_step (env_steps is the clock).
+        return step_index_loader(0, self.num_iterations)
+
+    def on_train_start(self) -> None:
+        # After a checkpoint restore, so seeds account for the restored env_steps.
+        self.reseed_generator()
+        obs, _ = self.envs.reset(seed=self.train_env_seeds(self.num_envs))
+        self.next_obs = self.normalize_obs(obs, update=True)
+        self.episode_tracker = EpisodeTracker(self.num_envs)
+        self.start_time, self.start_env_steps = time.perf_counter(), self.env_steps
+
+    # ----------------------------------------------------------------------------------------------- training
+    @torch.no_grad()
+    def collect_rollout(self) -> dict[str, Tensor]:
+        """One rollout: tensors of shape ``(num_steps, num_envs, ...)`` and ``next_value`` of shape ``(num_envs,)``.
+
+        ``rewards`` hold the (scaled) rewards with ``gamma * V(final_obs)`` added on truncation; ``ends`` flag the
+        steps that ended an episode, so no value is bootstrapped across them.
+        """
+        num_steps, num_envs, device = self.num_steps, self.num_envs, self.device
+        obs_buffer = torch.zeros((num_steps, num_envs, *self.observation_space.shape), device=device)
+        action_shape = self.action_space.shape if self.continuous else ()
+        actions_buffer = torch.zeros((num_steps, num_envs, *action_shape), device=device)
+        log_probs = torch.zeros((num_steps, num_envs), device=device)
+        values = torch.zeros((num_steps, num_envs), device=device)
+        rewards = np.zeros((num_steps, num_envs), dtype=np.float32)
+        ends = np.zeros((num_steps, num_envs), dtype=np.float32)
+        next_obs = self.next_obs
+        for step in range(num_steps):
+            obs = torch.from_numpy(next_obs).to(device)
+            obs_buffer[step] = obs
+            actions, log_prob = self.sample_actions(obs)
+            log_probs[step] = log_prob
+            values[step] = self.critic(obs).squeeze(-1)
+            actions_buffer[step] = actions
+            raw_obs, reward, terminated, truncated, infos = self.envs.step(self.env_actions(actions.cpu().numpy()))
+            done = np.logical_or(terminated, truncated)
+            self.episode_stats.update(*self.episode_tracker.step(reward, done))
+            if self.reward_scaler is not None:
+                reward = self.reward_scaler.scale(reward, terminated.astype(np.float64))
+            rewards[step], ends[step] = reward, done
+            next_obs = self.normalize_obs(raw_obs, update=True)
+            bootstrap = np.flatnonzero(truncated & ~terminated)
+            if bootstrap.size:
+                final_obs = final_observations(raw_obs, terminated, truncated, infos)[bootstrap]
+                final_obs = torch.from_numpy(self.normalize_obs(final_obs, update=False)).to(device)
+                rewards[step, bootstrap] += self.gamma * self.critic(final_obs).squeeze(-1).cpu().numpy()
+        self.next_obs = next_obs
+        self.env_steps += self.global_batch_size
+        next_value = self.critic(torch.from_numpy(next_obs).to(device)).squeeze(-1)
+        return {
+            "obs": obs_buffer,
+            "actions": actions_buffer,
+            "log_probs": log_probs,
+            "values": values,
+            "rewards": torch.from_numpy(rewards).to(device),
+            "ends": torch.from_numpy(ends).to(device),
+            "next_value": next_value,
+        }
+
+    def compute_advantages(self, rollout: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """GAE advantages and returns ``(num_steps, num_envs)`` (computed in numpy: a 2048-step loop of tiny ops)."""
+        values = rollout["values"].cpu().numpy()
+        rewards, ends = rollout["rewards"].cpu().numpy(), rollout["ends"].cpu().numpy()
+        advantages = np.zeros_like(rewards)
+        last_advantage = np.zeros(self.num_envs, dtype=np.float32)
+        next_value = rollout["next_value"].cpu().numpy()
+        for t in reversed(range(self.num_steps)):
+            not_end = 1.0 - ends[t]
+            delta = rewards[t] + self.gamma * next_value * not_end - values[t]
+            last_advantage = delta + self.gamma * self.gae_lambda * not_end * last_advantage
+            advantages[t] = last_advantage
+            next_value = values[t]
+        advantages_tensor = torch.from_numpy(advantages).to(self.device)
+        return advantages_tensor, advantages_tensor + rollout["values"]
+
+    def set_learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
+        """Anneal every group's lr linearly from its initial value to 0 over the run; returns the first group's lr."""
+        frac = 1.0 - self.env_steps / (self.num_iterations * self.global_batch_size) if self.anneal_lr else 1.0
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = frac * group["initial_lr"]
+        return optimizer.param_groups[0]["lr"]
+
+    def update(self, optimizer: torch.optim.Optimizer, schedulers: list[Any], loss: Tensor) -> None:
+        """Backward (DDP averages gradients), optional clipping; steps only when every gradient is finite.
+
+        Schedulers from ``configure_optimizers`` (e.g. the CLI's ``--lr_scheduler``, an alpha schedule) step once per
+        update, skipped or not; with ``anneal_lr`` the learning rate is reset every iteration, so an lr scheduler
+        needs ``anneal_lr=False``.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        params = [p for p in self.parameters() if p.grad is not None]
+        if self.max_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        if torch.isfinite(norm):
+            optimizer.step()
+        else:
+            self.skipped_updates += 1
+        for scheduler in schedulers:
+            scheduler.step()
+
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        if self.env_steps >= self.num_iterations * self.global_batch_size:
+            self.trainer.should_stop = True
+            return
+        optimizer = self.optimizers()
+        schedulers = self.lr_schedulers()
+        schedulers = [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+        learning_rate = self.set_learning_rate(optimizer.optimizer)
+        rollout = self.collect_rollout()
+        for normalizer in (self.obs_rms, self.reward_scaler):
+            if normalizer is not None:
+                normalizer.sync(self.all_gather_fn, self.device)
+        advantages, returns = self.compute_advantages(rollout)
+
+        b_obs = rollout["obs"].reshape(self.batch_size, -1)
+        b_actions = rollout["actions"].reshape(self.batch_size, *rollout["actions"].shape[2:])
+        b_log_probs, b_advantages = rollout["log_probs"].reshape(-1), advantages.reshape(-1)
+        b_returns, b_values = returns.reshape(-1), rollout["values"].reshape(-1)
+        clipfracs = []
+        for _epoch in range(self.update_epochs):
+            permutation = torch.randperm(self.batch_size, generator=self.generator).to(self.device)
+            for start in range(0, self.batch_size, self.minibatch_size):
+                index = permutation[start : start + self.minibatch_size]
+                new_log_prob, entropy = self.log_prob_and_entropy(b_obs[index], b_actions[index])
+                new_value = self.critic(b_obs[index]).squeeze(-1)
+                log_ratio = new_log_prob - b_log_probs[index]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    old_approx_kl = (-log_ratio).mean()
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > self.clip_coef).float().mean())
+
+                mb_advantages = b_advantages[index]
+                if self.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * ratio.clamp(1 - self.clip_coef, 1 + self.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                v_loss_unclipped = (new_value - b_returns[index]) ** 2
+                if self.clip_vloss:
+                    v_clipped = b_values[index] + (new_value - b_values[index]).clamp(-self.clip_coef, self.clip_coef)
+                    v_loss_clipped = (v_clipped - b_returns[index]) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                else:
+                    v_loss = 0.5 * v_loss_unclipped.mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - self.ent_coef * entropy_loss + v_loss * self.vf_coef
+                self.update(optimizer, schedulers, loss)
+
+            if self.target_kl is not None:
+                mean_kl = self.trainer.strategy.reduce(approx_kl.detach(), reduce_op="mean")
+                if mean_kl > self.target_kl:  # the same decision on every rank
+                    break
+
+        explained_variance = 1.0 - (b_returns - b_values).var() / b_returns.var()  # nan when returns are constant
+        stats = torch.stack(
+            [
+                v_loss.detach(),
+                pg_loss.detach(),
+                entropy_loss.detach(),
+                old_approx_kl,
+                approx_kl,
+                torch.stack(clipfracs).mean(),
+                explained_variance,
+            ]
+        )
+        stats = self.trainer.strategy.reduce(stats, reduce_op="mean")
+        names = ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "explained_variance")
+        metrics: dict[str, float | Tensor] = {f"losses/{name}": value for name, value in zip(names, stats, strict=True)}
+        metrics["charts/learning_rate"] = learning_rate
+        metrics["charts/skipped_updates"] = self.skipped_updates
+        metrics["charts/SPS"] = (self.env_steps - self.start_env_steps) / (time.perf_counter() - self.start_time)
+        metrics.update(self.episode_stats.compute())
+        if self.eval_interval is not None and self.env_steps // self.eval_interval > (
+            self.env_steps - self.global_batch_size
+        ) // self.eval_interval:
+            metrics.update(self.evaluate())
+        self.log_env_metrics(metrics)
+        if self.env_steps >= self.num_iterations * self.global_batch_size:
+            self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        if self.num_eval_episodes:
+            self.log_env_metrics(self.evaluate())
+
+    def evaluate(self) -> dict[str, Tensor]:
+        """``eval/return_mean`` of ``num_eval_episodes`` deterministic episodes per rank, averaged over ranks."""
+        returns = evaluate_policy(
+            self.act_deterministic, self.eval_envs, self.num_eval_episodes, self.eval_env_seeds(self.eval_envs.num_envs)
+        )
+        mean = torch.tensor(returns.mean(), dtype=torch.float64, device=self.device)
+        return {"eval/return_mean": self.trainer.strategy.reduce(mean, reduce_op="mean")}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["skipped_updates"] = self.skipped_updates
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.skipped_updates = int(checkpoint.get("skipped_updates", 0))

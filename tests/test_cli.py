@@ -1,0 +1,72 @@
+"""The ``lightning-alphagrad`` CLI and AlphaGrad inside a user's own plain ``LightningCLI``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
+
+from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad.cli import AlphaGradCLI, main
+from lightning_alphagrad.plotting import read_curve
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+class CurveModel(BoringModel):
+    """Boring model that also logs a fake learning curve, as the RL modules do."""
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.log("env_steps", float(100 * (self.global_step + 1)))
+        self.log("charts/episodic_return", float(self.global_step))
+        return out
+
+
+def test_plain_lightning_cli_selects_alphagrad_by_import_path(tmp_path):
+    cli = LightningCLI(
+        BoringModel, BoringDataModule, save_config_kwargs={"overwrite": True},
+        args=["fit", "--optimizer", "lightning_alphagrad.AlphaGrad", "--optimizer.alpha", "7.5",
+              "--optimizer.momentum", "0.9", "--trainer.max_steps", "3", "--trainer.default_root_dir", str(tmp_path),
+              *QUIET],
+    )
+    opt = cli.trainer.optimizers[0]
+    assert isinstance(opt, AlphaGrad)
+    assert opt.param_groups[0]["alpha"] == 7.5 and opt.param_groups[0]["momentum"] == 0.9
+    assert all("momentum_buffer" in opt.state[p] for p in cli.model.parameters())
+
+
+def test_cli_short_names_and_per_step_scheduler(tmp_path, capsys):
+    cli = AlphaGradCLI(
+        model_class=BoringModel, subclass_mode_model=True, datamodule_class=BoringDataModule,
+        args=["fit", "--model", f"{__name__}.CurveModel", "--optimizer", "AlphaGrad", "--optimizer.alpha", "3",
+              "--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "2", "--lr_scheduler.gamma", "0.5",
+              "--trainer.max_steps", "5", "--trainer.log_every_n_steps", "1", "--trainer.logger", "CSVLogger",
+              "--trainer.logger.save_dir",
+              str(tmp_path), "--trainer.default_root_dir", str(tmp_path), *QUIET],
+    )
+    config = cli.trainer.lr_scheduler_configs[0]
+    assert config.interval == "step"
+    # stepped after each of the 5 optimizer steps: lr = lr0 * 0.5 ** (5 // 2)
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(cli.trainer.optimizers[0].defaults["lr"]
+                                                                             * 0.25)
+    out = capsys.readouterr().out
+    assert "Learning curve:" in out and "Logs:" in out
+    png = next(tmp_path.rglob("learning_curve.png"))
+    assert png.stat().st_size > 1000
+    xs, ys = read_curve(png.with_name("metrics.csv"), "charts/episodic_return")
+    assert list(xs) == [100.0, 200.0, 300.0, 400.0, 500.0] and list(ys) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    "bad", [["--optimizer.alpha", "-1"], ["--optimizer.alhpa", "3"], ["--optimizer.alpha", "steep"]]
+)
+def test_config_errors_exit_nonzero_without_run_directory(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--model", "lightning.pytorch.demos.boring_classes.BoringModel", "--optimizer", "AlphaGrad",
+              *bad, "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert exc.value.code != 0
+    assert "alpha" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    torch.manual_seed(0)  # the failed parse leaves no global state behind
