@@ -8,11 +8,13 @@ from lightning_alphagrad.optim import (
     normalized_tanh_update,
     weight_decay_groups,
 )
-from lightning_alphagrad.rl import PPO, RLModule
+from lightning_alphagrad.rl import DQN, PPO, TD3, RLModule
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DQN",
+    "TD3",
     "AlphaGrad",
     "LRSchedule",
     "NonFiniteGradientError",

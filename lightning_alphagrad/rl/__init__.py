@@ -11,8 +11,8 @@ from lightning_alphagrad.rl.module import RLModule
 from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
 from lightning_alphagrad.rl.offpolicy import OffPolicyModule
 from lightning_alphagrad.rl.offpolicy_networks import DeterministicActor, EnsembleCritic, QNetwork
-from lightning_alphagrad.rl.replay import ReplayBatch, ReplayBuffer
 from lightning_alphagrad.rl.ppo import PPO, ppo_mlp
+from lightning_alphagrad.rl.replay import ReplayBatch, ReplayBuffer
 from lightning_alphagrad.rl.td3 import TD3
 
 __all__ = [
