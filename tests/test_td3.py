@@ -162,6 +162,23 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
+class Inspect(L.Callback):
+    """Compares the restored state with the saved one when training restarts."""
+
+    def __init__(self, params: Tensor, targets: Tensor, moments: dict) -> None:
+        self.params, self.targets, self.moments = params, targets, moments
+        self.checks: dict[str, object] = {}
+
+    def on_train_start(self, trainer: L.Trainer, module: TD3) -> None:
+        state = trainer.optimizers[1].state_dict()["state"]
+        self.checks = {
+            "params": torch.equal(params_of(module), self.params),
+            "targets": torch.equal(params_of(module.target_critic), self.targets),
+            "moments": all(torch.equal(state[k]["exp_avg"], v["exp_avg"]) for k, v in self.moments.items()),
+            "buffer": len(module.replay_buffer),
+        }
+
+
 @pytest.mark.parametrize("save_replay_buffer", [True, False])
 def test_resume_continues_the_run(tmp_path: object, save_replay_buffer: bool) -> None:
     torch.manual_seed(0)
@@ -177,19 +194,9 @@ def test_resume_continues_the_run(tmp_path: object, save_replay_buffer: bool) ->
     finals = []
     for _ in range(2):
         resumed = small_td3(save_replay_buffer=save_replay_buffer)
-        checks = {}
-
-        class Inspect(L.Callback):
-            def on_train_start(self, trainer: L.Trainer, module: TD3) -> None:
-                checks["params"] = torch.equal(params_of(module), saved_params)
-                checks["targets"] = torch.equal(params_of(module.target_critic), saved_targets)
-                state = trainer.optimizers[1].state_dict()["state"]
-                checks["moments"] = all(
-                    torch.equal(state[k]["exp_avg"], v["exp_avg"]) for k, v in saved_moments.items()
-                )
-                checks["buffer"] = len(module.replay_buffer)
-
-        make_trainer(tmp_path, callbacks=[Inspect()]).fit(resumed, ckpt_path=path)
+        inspect = Inspect(saved_params, saved_targets, saved_moments)
+        make_trainer(tmp_path, callbacks=[inspect]).fit(resumed, ckpt_path=path)
+        checks = inspect.checks
         assert checks["params"] and checks["targets"] and checks["moments"]
         assert checks["buffer"] == (160 if save_replay_buffer else 0)
         assert resumed.env_steps == 240

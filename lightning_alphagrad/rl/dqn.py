@@ -126,7 +126,9 @@ class DQN(OffPolicyModule):
         self.action_space = action_space
         self.obs_dim = int(np.prod(observation_space.shape))
         self.num_actions = int(action_space.n)
-        self.q_network = q_network or QNetwork(self.obs_dim, self.num_actions)
+        with torch.random.fork_rng(devices=[]):  # the default network is initialized from ``seed``
+            torch.manual_seed(seed)
+            self.q_network = q_network or QNetwork(self.obs_dim, self.num_actions)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         self.vector_steps_per_training_step = train_frequency
 

@@ -161,8 +161,10 @@ class TD3(OffPolicyModule):
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32), persistent=False)
         self.register_buffer("action_scale", (self.action_high - self.action_low) / 2, persistent=False)
 
-        self.actor = actor or DeterministicActor(self.obs_dim, self.action_low, self.action_high)
-        self.critic = critic or EnsembleCritic(self.obs_dim, self.act_dim)
+        with torch.random.fork_rng(devices=[]):  # default networks are initialized from ``seed``
+            torch.manual_seed(seed)
+            self.actor = actor or DeterministicActor(self.obs_dim, self.action_low, self.action_high)
+            self.critic = critic or EnsembleCritic(self.obs_dim, self.act_dim)
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = actor_optimizer
