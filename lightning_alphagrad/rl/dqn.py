@@ -17,6 +17,7 @@ from lightning_alphagrad.rl.envs import check_spaces, probe_spaces
 from lightning_alphagrad.rl.offpolicy import OffPolicyModule, check_arg
 from lightning_alphagrad.rl.offpolicy_networks import QNetwork
 from lightning_alphagrad.rl.optimizer_choice import OptimizerName, check_optimizer_name, make_optimizer
+from lightning_alphagrad.rl.replay import ReplayBatch
 
 __all__ = ["DQN"]
 
@@ -131,6 +132,8 @@ class DQN(OffPolicyModule):
             self.q_network = q_network or QNetwork(self.obs_dim, self.num_actions)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         self.vector_steps_per_training_step = train_frequency
+        self._target_update_due = False
+        self._update_due = False
 
     def configure_optimizers(self) -> Optimizer:
         hp = self.hparams
@@ -159,7 +162,22 @@ class DQN(OffPolicyModule):
         return self.act(self.obs)
 
     # --------------------------------------------------------------------------------------------------- learning
-    def training_step(self, batch_index: int) -> Tensor | None:
+    def td_loss(self, batch: ReplayBatch) -> tuple[Tensor, Tensor]:
+        """TD loss (MSE or Huber) of ``batch`` and the Q-values of its actions ``(B,)``."""
+        hp = self.hparams
+        with torch.no_grad():
+            next_q = self.target_network(batch.next_obs)
+            if hp.double_dqn:
+                next_actions = self.q_network(batch.next_obs).argmax(dim=1, keepdim=True)
+                next_value = next_q.gather(1, next_actions).squeeze(1)
+            else:
+                next_value = next_q.max(dim=1).values
+            td_target = batch.rewards + hp.gamma * next_value * (1.0 - batch.terminations)
+        q_values = self.q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+        loss_fn = F.mse_loss if hp.loss == "mse" else F.smooth_l1_loss
+        return loss_fn(q_values, td_target), q_values
+
+    def training_step(self, batch_index: int) -> Tensor:
         hp = self.hparams
         env_steps_before = self.env_steps
         reason = None
@@ -167,21 +185,12 @@ class DQN(OffPolicyModule):
             reason = self.env_step()
             if reason is not None:
                 break
-        loss = None
+        # Lightning's DDP rejects a training_step that returns None: before learning starts the step returns a zero
+        # loss touching every parameter and ``optimizer_step`` runs its backward without stepping the optimizer.
+        loss = sum(p.sum() for p in self.q_network.parameters()) * 0.0
         metrics: dict[str, Tensor] = {}
-        if reason is None and self.learning:
-            batch = self.replay_buffer.sample(self.batch_size)
-            with torch.no_grad():
-                next_q = self.target_network(batch.next_obs)
-                if hp.double_dqn:
-                    next_actions = self.q_network(batch.next_obs).argmax(dim=1, keepdim=True)
-                    next_value = next_q.gather(1, next_actions).squeeze(1)
-                else:
-                    next_value = next_q.max(dim=1).values
-                td_target = batch.rewards + hp.gamma * next_value * (1.0 - batch.terminations)
-            q_values = self.q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-            loss_fn = F.mse_loss if hp.loss == "mse" else F.smooth_l1_loss
-            loss = loss_fn(q_values, td_target)
+        if reason is None and self._update_due:
+            loss, q_values = self.td_loss(self.replay_buffer.sample(self.batch_size))
             q_max = q_values.detach().abs().max()
             if not bool(torch.isfinite(loss)):
                 reason = "the TD loss is not finite"
@@ -195,20 +204,25 @@ class DQN(OffPolicyModule):
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Gradients here are averaged over ranks already, so every rank takes the same decision.
         grads = [p.grad for p in self.q_network.parameters() if p.grad is not None]
-        if not grads:  # training_step returned None: no backward, no step
-            return
         finite = bool(torch.stack([g.abs().max() for g in grads]).isfinite().all())
         stop_on_divergence(self, None if finite else "a gradient of the TD loss is not finite")
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        hp = self.hparams
-        frequency = hp.target_network_frequency
-        crossed = self.env_steps // frequency != (self.env_steps - self.chunk_env_steps(batch)) // frequency
-        if self.learning and crossed:
+    def on_train_batch_start(self, batch: int, batch_idx: int) -> None:
+        # Known before the chunk runs (``optimizer_step`` wraps ``training_step``): whether this chunk ends past
+        # learning_starts (an update is due) and whether it crosses a multiple of target_network_frequency.
+        env_steps_after = self.env_steps + self.chunk_length(batch) * self.env_steps_per_vector_step
+        self._update_due = env_steps_after > self.learning_resumes_at
+        frequency = self.hparams.target_network_frequency
+        crossed = env_steps_after // frequency != self.env_steps // frequency
+        self._target_update_due = self._update_due and crossed
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        if self._update_due:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        else:
+            optimizer_closure()  # training_step and the backward of its zero loss; the optimizer does not step
+        # CleanRL: after the update of a global step that is a multiple of target_network_frequency.
+        if self._target_update_due:
             with torch.no_grad():
                 target_params, online_params = list(self.target_network.parameters()), list(self.q_network.parameters())
-                torch._foreach_lerp_(target_params, online_params, hp.tau)
-
-    def chunk_env_steps(self, batch_index: int) -> int:
-        """Env steps (over sub-envs and ranks) taken in training step ``batch_index``."""
-        return self.chunk_length(batch_index) * self.env_steps_per_vector_step
+                torch._foreach_lerp_(target_params, online_params, self.hparams.tau)

@@ -484,9 +484,10 @@ class PPO(RLModule):
         metrics["charts/skipped_updates"] = self.skipped_updates
         metrics["charts/SPS"] = (self.env_steps - self.start_env_steps) / (time.perf_counter() - self.start_time)
         metrics.update(self.episode_stats.compute())
-        if self.eval_interval is not None and self.env_steps // self.eval_interval > (
-            self.env_steps - self.global_batch_size
-        ) // self.eval_interval:
+        if (
+            self.eval_interval is not None
+            and self.env_steps // self.eval_interval > (self.env_steps - self.global_batch_size) // self.eval_interval
+        ):
             metrics.update(self.evaluate())
         self.log_env_metrics(metrics)
         if self.env_steps >= self.num_iterations * self.global_batch_size:
