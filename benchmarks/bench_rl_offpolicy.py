@@ -5,6 +5,7 @@ processes hits both alike; the ratio of the median rates is printed, with the ra
 
     python benchmarks/bench_rl_offpolicy.py --algo td3   # Hopper-v4, 3000 steps, learning_starts 1000
     python benchmarks/bench_rl_offpolicy.py --algo dqn   # CartPole-v1, 30000 steps, learning_starts 10000
+    python benchmarks/bench_rl.py --algo td3             # the same, through the project's RL benchmark
 
 Settings shared by both implementations: TD3 as CleanRL (256-256 actor and twin critics, Adam lr 3e-4, batch 256,
 buffer 1e6, tau 0.005, policy delay 2, target noise 0.2 clipped at 0.5, exploration noise 0.1, one update per env
@@ -85,27 +86,32 @@ def sb3(algo: str, total: int, learning_starts: int) -> float:
     return total / (time.perf_counter() - start)
 
 
+def run(algo: str, total: int | None = None, learning_starts: int | None = None, rounds: int = 2) -> None:
+    """Alternate ``rounds`` (ours, SB3) pairs of ``algo`` and print env steps/s and the ratio of the medians."""
+    torch.set_num_threads(1)
+    total = total or (3000 if algo == "td3" else 30_000)
+    learning_starts = learning_starts if learning_starts is not None else total // 3
+    env_id = "Hopper-v4" if algo == "td3" else "CartPole-v1"
+    print(f"{algo} on {env_id}: {total} env steps per run, learning_starts {learning_starts}, 1 torch thread")
+    print(f"raw env stepping (ceiling): {raw_env_rate(env_id):.0f} steps/s")
+    rates: dict[str, list[float]] = {"ours": [], "sb3": []}
+    for round_index in range(rounds):
+        for name, measure in (("ours", ours), ("sb3", sb3)):
+            L.seed_everything(round_index, verbose=False)
+            rates[name].append(measure(algo, total, learning_starts))
+            print(f"round {round_index}: {name:4s} {rates[name][-1]:8.1f} env steps/s", flush=True)
+    ours_rate, sb3_rate = statistics.median(rates["ours"]), statistics.median(rates["sb3"])
+    print(f"median: ours {ours_rate:.1f}, SB3 {sb3_rate:.1f} env steps/s; ratio ours/SB3 = {ours_rate / sb3_rate:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", choices=("td3", "dqn"), required=True)
     parser.add_argument("--total", type=int, default=None, help="env steps per run (td3: 3000, dqn: 30000)")
-    parser.add_argument("--learning-starts", type=int, default=None, help="td3: 1000, dqn: 10000")
+    parser.add_argument("--learning-starts", type=int, default=None, help="default: a third of --total")
     parser.add_argument("--rounds", type=int, default=2, help="alternating (ours, SB3) pairs")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    total = args.total or (3000 if args.algo == "td3" else 30_000)
-    learning_starts = args.learning_starts if args.learning_starts is not None else total // 3
-    env_id = "Hopper-v4" if args.algo == "td3" else "CartPole-v1"
-    print(f"{args.algo} on {env_id}: {total} env steps per run, learning_starts {learning_starts}")
-    print(f"raw env stepping: {raw_env_rate(env_id):.0f} steps/s")
-    rates: dict[str, list[float]] = {"ours": [], "sb3": []}
-    for round_index in range(args.rounds):
-        for name, run in (("ours", ours), ("sb3", sb3)):
-            L.seed_everything(round_index, verbose=False)
-            rates[name].append(run(args.algo, total, learning_starts))
-            print(f"round {round_index}: {name:4s} {rates[name][-1]:8.1f} env steps/s", flush=True)
-    ours_rate, sb3_rate = statistics.median(rates["ours"]), statistics.median(rates["sb3"])
-    print(f"median: ours {ours_rate:.1f}, SB3 {sb3_rate:.1f} env steps/s; ratio ours/SB3 = {ours_rate / sb3_rate:.2f}")
+    run(args.algo, args.total, args.learning_starts, args.rounds)
 
 
 if __name__ == "__main__":

@@ -270,3 +270,15 @@ def test_plain_ddp_keeps_ranks_identical(tmp_path: object) -> None:
     # 240 env steps over 2 ranks: global_step g = 0, 2, ..., 238 per vector step; updates for g > 80 (g = 82..238).
     assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 240
     assert ranks[0]["updates"] == ranks[1]["updates"] == 79
+
+
+def test_lightning_cli_injects_both_optimizers() -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    args = ["--model.env_id=Pendulum-v1", "--model.total_timesteps=240", "--model.learning_starts=80",
+            "--model.actor_optimizer=lightning_alphagrad.AlphaGrad", "--model.actor_optimizer.alpha=5",
+            "--model.critic_optimizer=torch.optim.SGD", "--model.critic_optimizer.lr=0.1"]  # fmt: skip
+    cli = LightningCLI(TD3, run=False, auto_configure_optimizers=False, args=args)
+    actor_opt, critic_opt = cli.model.configure_optimizers()
+    assert isinstance(actor_opt, AlphaGrad) and actor_opt.param_groups[0]["alpha"] == 5.0
+    assert isinstance(critic_opt, torch.optim.SGD) and critic_opt.param_groups[0]["lr"] == 0.1
