@@ -208,5 +208,5 @@ class OffPolicyModule(RLModule):
         if self._buffer_state is not None and self.replay_buffer is not None:  # setup ran before the restore
             self.replay_buffer.load_state_dict(self._buffer_state)
             self._buffer_state = None
-        elif self._buffer_state is None and self.env_steps >= self.learning_starts:
-            self.learning_resumes_at = self.env_steps + self.learning_starts
+        elif self._buffer_state is None:
+            self.learning_resumes_at = max(self.learning_resumes_at, self.env_steps + self.learning_starts)
