@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_alphagrad import alphagrad_config
+from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 
 OPTIMIZERS = ("alphagrad", "alphagrad-size-aware", "adam")
 
@@ -77,6 +78,7 @@ def train(optimizer: str, epochs: int, seed: int = 0, default_root_dir: str = "r
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=epochs, default_root_dir=default_root_dir, deterministic=True,
         logger=L.pytorch.loggers.CSVLogger(default_root_dir, name=optimizer), enable_checkpointing=False,
+        log_every_n_steps=10,
         enable_progress_bar=False, enable_model_summary=False, callbacks=watch_callbacks(),
     )
     trainer.fit(
@@ -89,7 +91,7 @@ def train(optimizer: str, epochs: int, seed: int = 0, default_root_dir: str = "r
 
 def watch_callbacks() -> list[L.Callback]:
     """The monitoring callbacks attached to every run (they log to the CSV files under ``runs/``)."""
-    return []
+    return [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:

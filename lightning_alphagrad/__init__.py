@@ -1,5 +1,6 @@
 """lightning-alphagrad: the AlphaGrad optimizer as a first-class citizen of PyTorch Lightning."""
 
+from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 from lightning_alphagrad.optim import (
     AlphaGrad,
     LRSchedule,
@@ -9,6 +10,17 @@ from lightning_alphagrad.optim import (
     weight_decay_groups,
 )
 from lightning_alphagrad.rl import DQN, PPO, TD3, RLModule
+from lightning_alphagrad.schedules import (
+    ChainedAlpha,
+    ConstantAlpha,
+    CosineAlpha,
+    ExponentialAlpha,
+    LinearAlpha,
+    MultiStepAlpha,
+    SaturationTargetAlpha,
+    SequentialAlpha,
+    StepAlpha,
+)
 
 __version__ = "0.1.0"
 
@@ -16,6 +28,18 @@ __all__ = [
     "DQN",
     "TD3",
     "AlphaGrad",
+    "AlphaMonitor",
+    "ChainedAlpha",
+    "ConstantAlpha",
+    "CosineAlpha",
+    "ExponentialAlpha",
+    "GradNormMonitor",
+    "LinearAlpha",
+    "MultiStepAlpha",
+    "SaturationTargetAlpha",
+    "SequentialAlpha",
+    "StepAlpha",
+    "TanhSaturationMonitor",
     "LRSchedule",
     "NonFiniteGradientError",
     "PPO",

@@ -21,7 +21,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from lightning_alphagrad.optim import AlphaGrad  # noqa: F401  (registers the short name --optimizer AlphaGrad)
+# Imported so that their classes resolve by short name (--optimizer AlphaGrad, --lr_scheduler CosineAlpha, ...).
+from lightning_alphagrad import callbacks, schedules  # noqa: F401
+from lightning_alphagrad.optim import AlphaGrad  # noqa: F401
 from lightning_alphagrad.plotting import plot_learning_curve
 
 __all__ = ["AlphaGradCLI", "main"]

@@ -1,0 +1,8 @@
+"""Lightning callbacks that show what AlphaGrad does: gradient norms, tanh saturation and alpha."""
+
+from lightning_alphagrad.callbacks.alpha_monitor import AlphaMonitor
+from lightning_alphagrad.callbacks.grad_norm_monitor import GradNormMonitor
+from lightning_alphagrad.callbacks.saturation_monitor import TanhSaturationMonitor
+from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor
+
+__all__ = ["AlphaMonitor", "GradNormMonitor", "OptimizerStepMonitor", "TanhSaturationMonitor"]

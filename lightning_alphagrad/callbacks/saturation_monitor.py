@@ -1,0 +1,86 @@
+"""``TanhSaturationMonitor``: how much of AlphaGrad's update ``tanh(alpha_t * g~)`` sits in the flat part of tanh."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.optim import Optimizer
+
+from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name
+from lightning_alphagrad.optim.alphagrad import AlphaGrad
+from lightning_alphagrad.optim.functional import normalized_tanh_update
+
+__all__ = ["TanhSaturationMonitor"]
+
+
+class TanhSaturationMonitor(OptimizerStepMonitor):
+    """Logs, for AlphaGrad optimizers, the saturated fraction and the mean ``|u|`` of the update, on logging steps.
+
+    ``u = tanh(alpha_t * g / (||g|| + eps))`` is computed per tensor by
+    :func:`~lightning_alphagrad.optim.functional.normalized_tanh_update`, the function the optimizer uses, with each
+    group's current ``alpha``, ``eps`` and ``size_aware``, on the gradients the step receives (see
+    :class:`~lightning_alphagrad.callbacks.GradNormMonitor` for which ones). A fraction near 1 means AlphaGrad acts
+    as sign descent on that layer, near 0 (with small mean ``|u|``) as normalized SGD.
+
+    Keys (``{layer}`` the module path such as ``actor.0``; ``all`` aggregates every tensor of the optimizer):
+
+    - ``saturation/{optimizer}/{layer}``: fraction of components with ``|u| >= threshold``,
+    - ``update_abs_mean/{optimizer}/{layer}``: mean of ``|u|`` over the components (in [0, 1)).
+
+    Other optimizers are skipped with one warning. Cost on a logging step: one pass over the gradients (norm, tanh, a
+    prefix sum) and one device-to-host transfer per optimizer.
+
+    Args:
+        threshold: ``|u|`` from which a component counts as saturated, in (0, 1).
+        optimizer_names: names for the keys, one per optimizer (default: class names).
+    """
+
+    def __init__(self, threshold: float = 0.99, optimizer_names: Sequence[str] | None = None) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"Invalid threshold: {threshold!r}; it must lie in (0, 1)")
+        super().__init__(optimizer_names)
+        self.threshold = threshold
+        self._warned: set[str] = set()
+
+    @torch.no_grad()
+    def measure(self, optimizer: Optimizer, name: str) -> dict[str, float]:
+        if not isinstance(optimizer, AlphaGrad):
+            if name not in self._warned:
+                self._warned.add(name)
+                rank_zero_warn(f"TanhSaturationMonitor: optimizer {name} is not AlphaGrad; it is not monitored")
+            return {}
+        updates, layers = [], []
+        for group_index, group in enumerate(optimizer.param_groups):
+            for index, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                grad = torch.view_as_real(p.grad) if torch.is_complex(p.grad) else p.grad
+                size_aware = group.get("size_aware", False)
+                updates.append(normalized_tanh_update(grad, group["alpha"], group["eps"], size_aware=size_aware))
+                layers.append(layer_name(self.param_name(p, group_index, index)))
+        if not updates:
+            return {}
+        sizes = [u.numel() for u in updates]
+        device = updates[0].device
+        magnitudes = torch.cat([u.to(device).view(-1) for u in updates]).abs_()
+        per_component = torch.stack([(magnitudes >= self.threshold).to(magnitudes.dtype), magnitudes])
+        ends = torch.tensor(list(itertools.accumulate(sizes)), device=device) - 1
+        # prefix sums at the end of every tensor: (saturated components, sum of |u|); the one host transfer
+        saturated_ends, abs_ends = per_component.cumsum(1, dtype=torch.float64)[:, ends].tolist()
+        totals: dict[str, list[float]] = {}  # layer -> [saturated, sum of |u|, components]
+        previous = (0.0, 0.0)
+        for layer, size, saturated, abs_sum in zip(layers, sizes, saturated_ends, abs_ends, strict=True):
+            layer_totals = totals.setdefault(layer, [0.0, 0.0, 0.0])
+            layer_totals[0] += saturated - previous[0]
+            layer_totals[1] += abs_sum - previous[1]
+            layer_totals[2] += size
+            previous = (saturated, abs_sum)
+        totals["all"] = [saturated_ends[-1], abs_ends[-1], float(sum(sizes))]
+        metrics: dict[str, float] = {}
+        for key, (saturated, abs_sum, size) in totals.items():
+            metrics[f"saturation/{name}/{key}"] = saturated / size
+            metrics[f"update_abs_mean/{name}/{key}"] = abs_sum / size
+        return metrics
