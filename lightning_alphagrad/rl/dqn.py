@@ -134,6 +134,7 @@ class DQN(OffPolicyModule):
         self.vector_steps_per_training_step = train_frequency
         self._target_update_due = False
         self._update_due = False
+        self._last_metrics: dict[str, Tensor] = {}
 
     def configure_optimizers(self) -> Optimizer:
         hp = self.hparams
@@ -188,7 +189,6 @@ class DQN(OffPolicyModule):
         # Lightning's DDP rejects a training_step that returns None: before learning starts the step returns a zero
         # loss touching every parameter and ``optimizer_step`` runs its backward without stepping the optimizer.
         loss = sum(p.sum() for p in self.q_network.parameters()) * 0.0
-        metrics: dict[str, Tensor] = {}
         if reason is None and self._update_due:
             loss, q_values = self.td_loss(self.replay_buffer.sample(self.batch_size))
             q_max = q_values.detach().abs().max()
@@ -196,9 +196,9 @@ class DQN(OffPolicyModule):
                 reason = "the TD loss is not finite"
             elif bool(q_max > hp.max_abs_q):
                 reason = f"the Q-network diverged (|Q| = {float(q_max):.3g} > max_abs_q = {hp.max_abs_q:g})"
-            metrics = {"losses/td_loss": loss.detach(), "losses/q_values": q_values.detach().mean()}
+            self._last_metrics = {"losses/td_loss": loss.detach(), "losses/q_values": q_values.detach().mean()}
         stop_on_divergence(self, reason)
-        self.log_and_evaluate(env_steps_before, metrics)
+        self.log_and_evaluate(env_steps_before, lambda: self._last_metrics)
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:

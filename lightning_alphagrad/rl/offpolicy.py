@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -169,10 +170,10 @@ class OffPolicyModule(RLModule):
         return None
 
     # ------------------------------------------------------------------------------------------ logging, evaluation
-    def log_and_evaluate(self, env_steps_before: int, metrics: dict[str, Tensor]) -> None:
-        """Log ``metrics`` and episode statistics, and evaluate, when this chunk crossed an interval (collective)."""
+    def log_and_evaluate(self, env_steps_before: int, metrics: Callable[[], dict[str, Tensor]]) -> None:
+        """Log ``metrics()`` and episode statistics, and evaluate, when this chunk crossed an interval (collective)."""
         if self.env_steps // self.log_interval != env_steps_before // self.log_interval:
-            self.log_env_metrics({**self.episode_statistics.compute(), **metrics})
+            self.log_env_metrics({**self.episode_statistics.compute(), **metrics()})
         if self.eval_interval and self.env_steps // self.eval_interval != env_steps_before // self.eval_interval:
             self.evaluate()
 

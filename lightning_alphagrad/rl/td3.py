@@ -293,7 +293,7 @@ class TD3(OffPolicyModule):
             if reason is not None:
                 break
         stop_on_divergence(self, reason)
-        self.log_and_evaluate(env_steps_before, self._metrics())
+        self.log_and_evaluate(env_steps_before, self._metrics)
 
     def _metrics(self) -> dict[str, Tensor]:
         """CleanRL's TD3 panels from the last update: per-critic loss and mean Q, mean critic loss, actor loss."""
