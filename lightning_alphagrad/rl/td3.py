@@ -32,7 +32,8 @@ def average_gradients(grads: list[Tensor], local_flag: bool, world_size: int) ->
     if world_size > 1:
         torch.distributed.all_reduce(flat)
         flat /= world_size
-    bad = bool(flat[-1] > 0) or not bool(torch.isfinite(flat[:-1]).all())
+    # One reduction: the sum is non-finite if any gradient entry is (or if finite entries overflow: diverged too).
+    bad = bool(~torch.isfinite(flat.sum()) | (flat[-1] > 0))
     averaged = [chunk.view_as(g) for chunk, g in zip(flat[:-1].split([g.numel() for g in grads]), grads, strict=True)]
     return averaged, bad
 
