@@ -132,6 +132,7 @@ class DQN(OffPolicyModule):
             self.q_network = q_network or QNetwork(self.obs_dim, self.num_actions)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         self.vector_steps_per_training_step = train_frequency
+        self._epsilon_schedule = (start_e, end_e, exploration_fraction * total_timesteps)
         self._target_update_due = False
         self._update_due = False
         self._last_metrics: dict[str, Tensor] = {}
@@ -146,10 +147,8 @@ class DQN(OffPolicyModule):
     # ----------------------------------------------------------------------------------------------------- acting
     def epsilon(self) -> float:
         """Exploration probability at the current env step (CleanRL's ``linear_schedule``)."""
-        hp = self.hparams
-        duration = hp.exploration_fraction * hp.total_timesteps
-        slope = (hp.end_e - hp.start_e) / duration
-        return max(slope * self.env_steps + hp.start_e, hp.end_e)
+        start_e, end_e, duration = self._epsilon_schedule
+        return max((end_e - start_e) / duration * self.env_steps + start_e, end_e)
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:

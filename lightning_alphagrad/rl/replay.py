@@ -11,9 +11,9 @@ from torch import Tensor
 __all__ = ["ReplayBatch", "ReplayBuffer"]
 
 
-def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
-    """``x`` as a tensor, sharing memory with a numpy array (the copy into storage converts the dtype)."""
-    return torch.from_numpy(np.asarray(x)) if not isinstance(x, Tensor) else x
+def _as_numpy(x: Tensor | np.ndarray) -> np.ndarray:
+    """``x`` as a host numpy array (no copy for CPU tensors and arrays; the write into storage converts the dtype)."""
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
 class ReplayBatch(NamedTuple):
@@ -86,7 +86,9 @@ class ReplayBuffer:
         self.size = 0
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
-        self._episode_ended = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._storages = (self.obs, self.next_obs, self.actions, self.rewards, self.terminations)
+        self._host_views = tuple(t.numpy() for t in self._storages) if self.device.type == "cpu" else None
+        self._episode_ended = np.zeros(num_envs, dtype=bool)
 
     def __len__(self) -> int:
         return self.size
@@ -105,33 +107,38 @@ class ReplayBuffer:
         Shapes: ``obs``/``next_obs`` ``(num_envs, *obs_shape)``, ``actions`` ``(num_envs, *action_shape)``,
         ``rewards``/``terminations``/``truncations`` ``(num_envs,)``; tensors or numpy arrays of any real dtype.
         """
-        terminations, truncations = _as_tensor(terminations).bool(), _as_tensor(truncations).bool()
+        terminations, truncations = _as_numpy(terminations).astype(bool), _as_numpy(truncations).astype(bool)
         if terminations.shape != (self.num_envs,) or truncations.shape != (self.num_envs,):
             raise ValueError(
-                f"Invalid terminations/truncations shape: {tuple(terminations.shape)}; expected ({self.num_envs},)"
+                f"Invalid terminations/truncations shape: {terminations.shape}; expected ({self.num_envs},)"
             )
-        rows = [_as_tensor(obs), _as_tensor(next_obs), _as_tensor(actions), _as_tensor(rewards), terminations]
+        rows = [_as_numpy(obs), _as_numpy(next_obs), _as_numpy(actions), _as_numpy(rewards), terminations]
         if self.autoreset_mode == "next_step":
             keep = ~self._episode_ended
-            self._episode_ended = (terminations | truncations).to(self.device)
-            if not bool(keep.all()):
-                keep = keep.cpu()
+            self._episode_ended = terminations | truncations
+            if not keep.all():
                 rows = [row[keep] for row in rows]
         n = rows[0].shape[0]
-        storages = (self.obs, self.next_obs, self.actions, self.rewards, self.terminations)
         first = min(n, self.capacity - self.pos)  # rows before the end of the ring, the rest wraps to the start
-        for storage, row in zip(storages, rows, strict=True):
-            row = row.reshape(n, *storage.shape[1:])
-            storage[self.pos : self.pos + first].copy_(row[:first])
+        for index, row in enumerate(rows):
+            row = row.reshape(n, *self._storages[index].shape[1:])
+            self._write(index, self.pos, row[:first])
             if first < n:
-                storage[: n - first].copy_(row[first:])
+                self._write(index, 0, row[first:])
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
         return n
 
+    def _write(self, index: int, start: int, rows: np.ndarray) -> None:
+        """Copy ``rows`` into storage ``index`` from ``start``: through its numpy view on CPU (cheap), else a copy."""
+        if self._host_views is not None:
+            self._host_views[index][start : start + len(rows)] = rows
+        else:
+            self._storages[index][start : start + len(rows)].copy_(torch.from_numpy(np.ascontiguousarray(rows)))
+
     def mark_reset(self) -> None:
         """Declare that the envs were just reset by hand: their next ``add`` is a real transition in any mode."""
-        self._episode_ended.zero_()
+        self._episode_ended[:] = False
 
     def sample(self, batch_size: int) -> ReplayBatch:
         """Draw ``batch_size`` transitions uniformly with replacement, using the buffer's own generator."""
