@@ -1,7 +1,8 @@
 """Env steps per second of this project's TD3 and DQN vs Stable-Baselines3 with the same hyper-parameters.
 
-Both run in this process on one torch thread, alternately (ours, SB3, ours, SB3, ...), so that load from other
-processes hits both alike; the ratio of the median rates is printed, with the raw env-stepping rate as the ceiling.
+Both run in this process on one torch thread, alternately (ours, SB3, ours, SB3, ...). Rates are env steps per second
+of this process's CPU time (robust on a shared machine, where wall time depends on other jobs), with wall-time rates
+beside them; the ratio of the median CPU-time rates is printed, with the raw env-stepping rate as the ceiling.
 
     python benchmarks/bench_rl_offpolicy.py --algo td3   # Hopper-v4, 3000 steps, learning_starts 1000
     python benchmarks/bench_rl_offpolicy.py --algo dqn   # CartPole-v1, 30000 steps, learning_starts 10000
@@ -19,6 +20,7 @@ import argparse
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 
 import gymnasium as gym
 import lightning as L
@@ -42,8 +44,15 @@ def raw_env_rate(env_id: str, steps: int = 5000) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def ours(algo: str, total: int, learning_starts: int) -> float:
-    """Env steps/s of this project's module over a whole ``fit`` of ``total`` env steps."""
+def timed(run: Callable[[], object], total: int) -> tuple[float, float]:
+    """``(total / CPU seconds, total / wall seconds)`` of ``run()``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    run()
+    return total / (time.process_time() - cpu), total / (time.perf_counter() - wall)
+
+
+def ours(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
+    """Env steps/s (CPU time, wall time) of this project's module over a whole ``fit`` of ``total`` env steps."""
     from lightning_alphagrad.rl import DQN, TD3
 
     if algo == "td3":
@@ -53,13 +62,11 @@ def ours(algo: str, total: int, learning_starts: int) -> float:
     trainer = L.Trainer(
         max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
-    start = time.perf_counter()
-    trainer.fit(model)
-    return total / (time.perf_counter() - start)
+    return timed(lambda: trainer.fit(model), total)
 
 
-def sb3(algo: str, total: int, learning_starts: int) -> float:
-    """Env steps/s of Stable-Baselines3 over a whole ``learn`` of ``total`` env steps."""
+def sb3(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
+    """Env steps/s (CPU time, wall time) of Stable-Baselines3 over a whole ``learn`` of ``total`` env steps."""
     from stable_baselines3 import DQN as SB3DQN
     from stable_baselines3 import TD3 as SB3TD3
     from stable_baselines3.common.noise import NormalActionNoise
@@ -81,9 +88,7 @@ def sb3(algo: str, total: int, learning_starts: int) -> float:
             exploration_fraction=0.5, exploration_initial_eps=1.0, exploration_final_eps=0.05, max_grad_norm=1e12,
             policy_kwargs={"net_arch": [120, 84], "optimizer_kwargs": {"eps": 1e-5}}, seed=0, device="cpu",
         )  # fmt: skip
-    start = time.perf_counter()
-    model.learn(total)
-    return total / (time.perf_counter() - start)
+    return timed(lambda: model.learn(total), total)
 
 
 def run(algo: str, total: int | None = None, learning_starts: int | None = None, rounds: int = 2) -> None:
@@ -98,10 +103,12 @@ def run(algo: str, total: int | None = None, learning_starts: int | None = None,
     for round_index in range(rounds):
         for name, measure in (("ours", ours), ("sb3", sb3)):
             L.seed_everything(round_index, verbose=False)
-            rates[name].append(measure(algo, total, learning_starts))
-            print(f"round {round_index}: {name:4s} {rates[name][-1]:8.1f} env steps/s", flush=True)
+            cpu_rate, wall_rate = measure(algo, total, learning_starts)
+            rates[name].append(cpu_rate)
+            print(f"round {round_index}: {name:4s} {cpu_rate:8.1f} steps/CPU-s ({wall_rate:.1f}/wall-s)", flush=True)
     ours_rate, sb3_rate = statistics.median(rates["ours"]), statistics.median(rates["sb3"])
-    print(f"median: ours {ours_rate:.1f}, SB3 {sb3_rate:.1f} env steps/s; ratio ours/SB3 = {ours_rate / sb3_rate:.2f}")
+    ratio = ours_rate / sb3_rate
+    print(f"median: ours {ours_rate:.1f}, SB3 {sb3_rate:.1f} env steps/CPU-s; ratio ours/SB3 = {ratio:.2f}")
 
 
 def main() -> None:
