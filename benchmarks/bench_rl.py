@@ -84,10 +84,16 @@ def sb3_rate(env_id: str, total_timesteps: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", choices=("ppo", "td3", "dqn"), default="ppo", help="td3/dqn: bench_rl_offpolicy.py")
     parser.add_argument("--env-id", default="HalfCheetah-v5")
     parser.add_argument("--iterations", type=int, default=5, help="PPO iterations of 2048 steps per run")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved (ours, SB3) pairs")
     args = parser.parse_args()
+    if args.algo != "ppo":
+        from bench_rl_offpolicy import run  # the off-policy benchmark, a sibling script
+
+        run(args.algo, rounds=args.repeats)
+        return
     torch.set_num_threads(1)
     total_timesteps = 2048 * args.iterations
 

@@ -9,7 +9,7 @@ from lightning_alphagrad.optim import (
     normalized_tanh_update,
     weight_decay_groups,
 )
-from lightning_alphagrad.rl import PPO, RLModule
+from lightning_alphagrad.rl import DQN, PPO, TD3, RLModule
 from lightning_alphagrad.schedules import (
     ChainedAlpha,
     ConstantAlpha,
@@ -25,6 +25,8 @@ from lightning_alphagrad.schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DQN",
+    "TD3",
     "AlphaGrad",
     "AlphaMonitor",
     "ChainedAlpha",

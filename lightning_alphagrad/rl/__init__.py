@@ -2,15 +2,30 @@
 data feeding, a base module) and the algorithms built on it."""
 
 from lightning_alphagrad.rl.data import StepIndexDataset, step_index_loader
+from lightning_alphagrad.rl.divergence import DivergenceError
+from lightning_alphagrad.rl.dqn import DQN
 from lightning_alphagrad.rl.envs import check_spaces, env_seeds, final_observations, make_vector_env, probe_spaces
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
 from lightning_alphagrad.rl.evaluation import evaluate_policy
 from lightning_alphagrad.rl.module import RLModule
 from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
+from lightning_alphagrad.rl.offpolicy import OffPolicyModule
+from lightning_alphagrad.rl.offpolicy_networks import DeterministicActor, EnsembleCritic, QNetwork
 from lightning_alphagrad.rl.ppo import PPO, ppo_mlp
+from lightning_alphagrad.rl.replay import ReplayBatch, ReplayBuffer
+from lightning_alphagrad.rl.td3 import TD3
 
 __all__ = [
+    "DQN",
     "PPO",
+    "TD3",
+    "DeterministicActor",
+    "DivergenceError",
+    "EnsembleCritic",
+    "OffPolicyModule",
+    "QNetwork",
+    "ReplayBatch",
+    "ReplayBuffer",
     "EpisodeStatistics",
     "EpisodeTracker",
     "RLModule",

@@ -1,0 +1,94 @@
+"""Train TD3 or DQN for the figures in ``docs/RL_OFFPOLICY.md``: one seed, one thread, CSV logs.
+
+Examples::
+
+    python benchmarks/train_offpolicy.py --algo td3 --env-id Hopper-v4 --total-timesteps 100000 --seed 0
+    python benchmarks/train_offpolicy.py --algo dqn --env-id CartPole-v1 --total-timesteps 500000 --stop-at 250000
+
+Prints the mean return of the last ``--last-episodes`` training episodes (from the episode log) and, with
+``--eval-interval``, the deterministic evaluation returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", choices=("td3", "dqn"), required=True)
+    parser.add_argument("--env-id", required=True)
+    parser.add_argument("--total-timesteps", type=int, required=True)
+    parser.add_argument("--stop-at", type=int, default=None, help="stop early at this many env steps")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--optimizer", choices=("adam", "alphagrad"), default="adam")
+    parser.add_argument("--alpha", type=float, default=None)
+    parser.add_argument("--eval-interval", type=int, default=0)
+    parser.add_argument("--last-episodes", type=int, default=10)
+    parser.add_argument("--out", default="runs")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    L.seed_everything(args.seed, verbose=False)
+    kwargs = dict(env_id=args.env_id, total_timesteps=args.total_timesteps, seed=args.seed, optimizer=args.optimizer)
+    if args.alpha is not None:
+        kwargs["alpha"] = args.alpha
+    if args.algo == "td3":
+        from lightning_alphagrad.rl.td3 import TD3
+
+        model = TD3(eval_interval=args.eval_interval, log_interval=1000, **kwargs)
+    else:
+        from lightning_alphagrad.rl.dqn import DQN
+
+        model = DQN(log_interval=1000, **kwargs)
+    name = f"{args.algo}-{args.env_id}-{args.optimizer}-seed{args.seed}"
+    logger = CSVLogger(args.out, name=name)
+    callbacks = [StopAtEnvStep(args.stop_at)] if args.stop_at else []
+    trainer = L.Trainer(
+        max_epochs=-1, logger=logger, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=args.out,
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.fit(model)
+    seconds = time.perf_counter() - start
+    returns, evals = read_returns(os.path.join(logger.log_dir, "metrics.csv"))
+    print(f"{name}: env_steps={model.env_steps} seconds={seconds:.0f} steps/s={model.env_steps / seconds:.1f}")
+    last = np.mean(returns[-args.last_episodes :])
+    print(f"mean return of the last {args.last_episodes} logged windows: {last:.1f}")
+    if evals:
+        print("eval/return_mean by env step:", ", ".join(f"{s}: {r:.1f}" for s, r in evals))
+
+
+class StopAtEnvStep(L.Callback):
+    """Stops training once the module's ``env_steps`` reaches ``stop_at``."""
+
+    def __init__(self, stop_at: int) -> None:
+        self.stop_at = stop_at
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: object) -> None:
+        if module.env_steps >= self.stop_at:
+            trainer.should_stop = True
+
+
+def read_returns(path: str) -> tuple[list[float], list[tuple[int, float]]]:
+    """Logged ``charts/episodic_return`` values in order, and ``(env_steps, eval/return_mean)`` pairs."""
+    returns, evals = [], []
+    with open(path) as file:
+        for row in csv.DictReader(file):
+            if row.get("charts/episodic_return"):
+                returns.append(float(row["charts/episodic_return"]))
+            if row.get("eval/return_mean"):
+                evals.append((int(float(row["env_steps"])), float(row["eval/return_mean"])))
+    return returns, evals
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""``OffPolicyModule``: what TD3 and DQN share (envs, replay buffer, chunked feeding, logging, evaluation, resume)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_alphagrad.rl.data import step_index_loader
+from lightning_alphagrad.rl.envs import final_observations, make_vector_env
+from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
+from lightning_alphagrad.rl.evaluation import evaluate_policy
+from lightning_alphagrad.rl.module import RLModule
+from lightning_alphagrad.rl.replay import ReplayBuffer
+
+__all__ = ["OffPolicyModule", "check_arg"]
+
+
+def check_arg(name: str, value: Any, ok: bool, allowed: str) -> None:
+    """Raise ``ValueError`` naming ``name`` and the ``allowed`` range unless ``ok``."""
+    if not ok:
+        raise ValueError(f"Invalid {name}: {value!r}; it must be {allowed}")
+
+
+class OffPolicyModule(RLModule):
+    """Base of the off-policy modules: each ``training_step`` covers ``vector_steps_per_training_step`` env steps.
+
+    Subclasses set ``self.action_space`` and ``self.obs_dim`` in ``__init__`` and implement :meth:`explore` (actions
+    of one vector step) and :meth:`act` (deterministic actions for evaluation). This base creates each rank's envs
+    and replay buffer in ``setup``, feeds the Trainer a fixed number of chunk indices (identical on all ranks), stores
+    every vector step with :meth:`env_step`, logs every ``log_interval`` env steps, evaluates every
+    ``eval_interval`` env steps and at the end, and stops once ``total_timesteps`` env steps are taken.
+
+    Learning starts after ``learning_starts`` env steps. Checkpoints hold the env-step clock, the networks and
+    optimizers, and the replay buffer's contents only with ``save_replay_buffer``; without them a resumed run first
+    refills the buffer for ``learning_starts`` env steps with its current policy (``learning_resumes_at``).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        total_timesteps: int,
+        buffer_size: int,
+        batch_size: int,
+        learning_starts: int,
+        num_envs: int,
+        save_replay_buffer: bool,
+        eval_interval: int,
+        num_eval_episodes: int,
+        log_interval: int,
+        env_kwargs: dict[str, Any] | None,
+        seed: int,
+    ) -> None:
+        super().__init__(seed=seed)
+        for name, value in (("total_timesteps", total_timesteps), ("buffer_size", buffer_size),
+                            ("batch_size", batch_size), ("num_envs", num_envs),
+                            ("num_eval_episodes", num_eval_episodes), ("log_interval", log_interval)):  # fmt: skip
+            check_arg(name, value, isinstance(value, int) and value > 0, "a positive int")
+        check_arg("learning_starts", learning_starts, 0 <= learning_starts <= total_timesteps,
+                  f"in [0, total_timesteps={total_timesteps}]")  # fmt: skip
+        check_arg("batch_size", batch_size, batch_size <= buffer_size, f"<= buffer_size={buffer_size}")
+        check_arg("eval_interval", eval_interval, eval_interval >= 0, ">= 0 (0 disables evaluation)")
+        self.env_id = env_id
+        self.total_timesteps = total_timesteps
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self.learning_starts = learning_starts
+        self.num_envs = num_envs
+        self.save_replay_buffer = save_replay_buffer
+        self.eval_interval = eval_interval
+        self.num_eval_episodes = num_eval_episodes
+        self.log_interval = log_interval
+        self.env_kwargs = env_kwargs
+        self.learning_resumes_at = learning_starts
+        self.episode_statistics = EpisodeStatistics()
+        self.envs = None
+        self.eval_envs = None
+        self.replay_buffer: ReplayBuffer | None = None
+        self.obs: Tensor | None = None
+        self.action_space: spaces.Space | None = None
+        self.obs_dim = 0
+        self.vector_steps_per_training_step = 1
+        self.rng = np.random.default_rng(seed)
+        self._buffer_state: dict[str, Any] | None = None
+        self._last_eval_step = -1
+
+    # ----------------------------------------------------------------------------------------------------- hooks
+    def explore(self) -> Tensor:
+        """Actions of this vector step, ``(num_envs, *action_shape)``, with exploration."""
+        raise NotImplementedError
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Deterministic actions for observations ``(N, obs_dim)``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------ envs, data
+    @property
+    def env_steps_per_vector_step(self) -> int:
+        """Env steps (summed over sub-envs and ranks) added when every rank takes one vector-env step."""
+        return self.num_envs * self.world_size
+
+    @property
+    def vector_steps_per_rank(self) -> int:
+        """Vector-env steps each rank takes over the whole run."""
+        return self.total_timesteps // self.env_steps_per_vector_step
+
+    @property
+    def learning(self) -> bool:
+        """Whether updates are due: env steps past ``learning_starts`` (or past the refill after a resume)."""
+        return self.env_steps > self.learning_resumes_at
+
+    def setup(self, stage: str) -> None:
+        self.envs = make_vector_env(self.env_id, self.num_envs, env_kwargs=self.env_kwargs)
+        if self.eval_interval:
+            self.eval_envs = make_vector_env(self.env_id, 1, env_kwargs=self.env_kwargs)
+        self.episode_tracker = EpisodeTracker(self.num_envs)
+        discrete = isinstance(self.action_space, spaces.Discrete)
+        self.replay_buffer = ReplayBuffer(
+            self.buffer_size,
+            (self.obs_dim,),
+            () if discrete else self.action_space.shape,
+            self.num_envs,
+            torch.int64 if discrete else torch.float32,
+            self.device,
+        )
+        if self._buffer_state is not None:
+            self.replay_buffer.load_state_dict(self._buffer_state)
+            self._buffer_state = None
+
+    def on_fit_start(self) -> None:
+        self.reseed_generator()
+        self.replay_buffer.generator.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+        self.rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.generator)))
+        obs, _ = self.envs.reset(seed=self.train_env_seeds(self.num_envs))
+        self.obs = torch.as_tensor(obs, dtype=torch.float32)
+
+    def teardown(self, stage: str) -> None:
+        for envs in (self.envs, self.eval_envs):
+            if envs is not None:
+                envs.close()
+
+    def train_dataloader(self) -> DataLoader:
+        chunk = self.vector_steps_per_training_step
+        done = self.env_steps // self.env_steps_per_vector_step
+        return step_index_loader(-(-done // chunk), -(-self.vector_steps_per_rank // chunk))
+
+    def chunk_length(self, batch_index: int) -> int:
+        """Vector steps of training step ``batch_index`` (the last chunk may be shorter)."""
+        first = batch_index * self.vector_steps_per_training_step
+        return min(self.vector_steps_per_training_step, self.vector_steps_per_rank - first)
+
+    def env_step(self) -> str | None:
+        """Take one vector-env step with :meth:`explore` and store it; a reason if something is not finite."""
+        actions = self.explore()
+        if actions.is_floating_point() and not bool(torch.isfinite(actions).all()):
+            return "the policy produced a non-finite action"
+        next_obs, rewards, terminations, truncations, infos = self.envs.step(actions.cpu().numpy())
+        real_next_obs = final_observations(next_obs, terminations, truncations, infos)
+        if not (np.isfinite(real_next_obs).all() and np.isfinite(rewards).all()):
+            return "the environment returned a non-finite observation or reward"
+        self.replay_buffer.add(self.obs, real_next_obs, actions, rewards, terminations, truncations)
+        self.episode_statistics.update(*self.episode_tracker.step(rewards, np.logical_or(terminations, truncations)))
+        self.obs = torch.from_numpy(next_obs.astype(np.float32, copy=False))
+        self.env_steps += self.env_steps_per_vector_step
+        return None
+
+    # ------------------------------------------------------------------------------------------ logging, evaluation
+    def log_and_evaluate(self, env_steps_before: int, metrics: Callable[[], dict[str, Tensor]]) -> None:
+        """Log ``metrics()`` and episode statistics, and evaluate, when this chunk crossed an interval (collective)."""
+        if self.env_steps // self.log_interval != env_steps_before // self.log_interval:
+            self.log_env_metrics({**self.episode_statistics.compute(), **metrics()})
+        if self.eval_interval and self.env_steps // self.eval_interval != env_steps_before // self.eval_interval:
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        """Mean return of ``num_eval_episodes`` deterministic episodes per rank, averaged over ranks, logged."""
+        returns = evaluate_policy(
+            lambda obs: self.act(torch.as_tensor(obs, dtype=torch.float32)).cpu().numpy(),
+            self.eval_envs,
+            self.num_eval_episodes,
+            self.eval_env_seeds(1),
+        )
+        mean = self.trainer.strategy.reduce(torch.tensor(returns.mean(), device=self.device), reduce_op="mean")
+        self.log_env_metrics({"eval/return_mean": mean})
+        self._last_eval_step = self.env_steps
+
+    def on_train_epoch_end(self) -> None:
+        if self.env_steps // self.env_steps_per_vector_step >= self.vector_steps_per_rank:
+            self.trainer.should_stop = True
+            if self.eval_interval and self._last_eval_step != self.env_steps:
+                self.evaluate()
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["learning_resumes_at"] = self.learning_resumes_at
+        if self.save_replay_buffer and self.replay_buffer is not None:
+            checkpoint["replay_buffer"] = self.replay_buffer.state_dict(include_storage=True)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.learning_resumes_at = int(checkpoint["learning_resumes_at"])
+        self._buffer_state = checkpoint.get("replay_buffer")
+        if self._buffer_state is not None and self.replay_buffer is not None:  # setup ran before the restore
+            self.replay_buffer.load_state_dict(self._buffer_state)
+            self._buffer_state = None
+        elif self._buffer_state is None:
+            self.learning_resumes_at = max(self.learning_resumes_at, self.env_steps + self.learning_starts)

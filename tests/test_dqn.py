@@ -1,0 +1,215 @@
+"""DQN: TD targets against a reference written here, schedules, bad input, learning, resume, divergence, DDP, CLI."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.cli import LightningCLI
+from torch import Tensor, nn
+
+from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad.rl import DQN, DivergenceError, ReplayBatch
+
+torch.set_num_threads(1)
+
+SMALL = dict(total_timesteps=600, learning_starts=200, batch_size=16, buffer_size=500, target_network_frequency=100)
+# A faster-learning CartPole config than CleanRL's 500k-step defaults, for the learning test.
+FAST = dict(total_timesteps=12_000, learning_starts=1000, exploration_fraction=0.3, learning_rate=1e-3,
+            target_network_frequency=200)  # fmt: skip
+
+
+def make_trainer(tmp_path: object, **kwargs: object) -> L.Trainer:
+    options = dict(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
+    return L.Trainer(**{**options, **kwargs})
+
+
+def params_of(module: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+# ------------------------------------------------------------------------------------------------------- math
+@pytest.mark.parametrize("double_dqn", [False, True])
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_td_loss_matches_the_formula(double_dqn: bool, loss: str) -> None:
+    model = DQN(gamma=0.9, double_dqn=double_dqn, loss=loss, seed=4)
+    with torch.no_grad():
+        for p in model.target_network.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    torch.manual_seed(0)
+    batch = ReplayBatch(torch.randn(8, 4), torch.randint(2, (8,)), torch.randn(8), torch.randn(8, 4),
+                        torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]))  # fmt: skip
+    value, q_values = model.td_loss(batch)
+    expected_losses = []
+    for i in range(8):
+        q_next_target = model.target_network(batch.next_obs[i]).detach()
+        if double_dqn:
+            best = int(model.q_network(batch.next_obs[i]).argmax())
+            bootstrap = q_next_target[best]
+        else:
+            bootstrap = q_next_target.max()
+        target = batch.rewards[i] + (0.0 if batch.terminations[i] else 0.9 * bootstrap)
+        q = model.q_network(batch.obs[i])[batch.actions[i]]
+        torch.testing.assert_close(q_values[i], q)
+        error = float(q - target)
+        expected_losses.append(error**2 if loss == "mse" else (0.5 * error**2 if abs(error) < 1 else abs(error) - 0.5))
+    torch.testing.assert_close(value, torch.tensor(sum(expected_losses) / 8))
+
+
+def test_epsilon_falls_linearly_over_the_exploration_fraction() -> None:
+    model = DQN(total_timesteps=1000, learning_starts=100, start_e=1.0, end_e=0.05, exploration_fraction=0.5)
+    for step, expected in [(0, 1.0), (100, 1.0 - 0.95 * 100 / 500), (250, 1.0 - 0.95 * 250 / 500), (500, 0.05),
+                           (900, 0.05)]:  # fmt: skip
+        model.env_steps = step
+        assert model.epsilon() == pytest.approx(expected)
+
+
+def test_target_network_copies_every_frequency_after_learning_starts(tmp_path: object) -> None:
+    model = DQN(**{**SMALL, "train_frequency": 10})
+    seen: list[tuple[int, bool, bool]] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, module: DQN, *args: object) -> None:
+            same = torch.equal(params_of(module.target_network), params_of(module.q_network))
+            seen.append((module.env_steps, same, torch.equal(params_of(module.target_network), self.last)))
+            self.last = params_of(module.target_network)
+
+        def on_train_start(self, trainer: L.Trainer, module: DQN) -> None:
+            self.last = params_of(module.target_network)
+
+    make_trainer(tmp_path, callbacks=[Watch()]).fit(model)
+    for env_steps, same_as_online, unchanged in seen:
+        copied = env_steps > 200 and env_steps % 100 == 0
+        assert same_as_online == (copied or env_steps <= 200), env_steps  # before learning both stay the initial net
+        assert unchanged == (not copied), env_steps
+
+
+# --------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"env_id": "Pendulum-v1"}, "env_id"),
+        ({"env_id": "NoSuchEnv-v0"}, "env_id"),
+        ({"learning_starts": 10_000}, "learning_starts"),
+        ({"batch_size": 1000}, "batch_size"),
+        ({"loss": "l1"}, "loss"),
+        ({"exploration_fraction": 0.0}, "exploration_fraction"),
+        ({"train_frequency": 0}, "train_frequency"),
+        ({"end_e": 2.0}, "end_e"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        DQN(**{**SMALL, **kwargs})
+
+
+def test_optimizer_by_name_and_from_the_cli() -> None:
+    optimizer = DQN(**SMALL, optimizer="alphagrad", alpha=186.0).configure_optimizers()
+    assert isinstance(optimizer, AlphaGrad) and optimizer.param_groups[0]["alpha"] == 186.0
+    cli = LightningCLI(DQN, run=False, args=["--model.total_timesteps=600", "--model.learning_starts=200",
+                                             "--optimizer=torch.optim.SGD", "--optimizer.lr=0.05"])  # fmt: skip
+    optimizer = cli.model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.05
+
+
+# ---------------------------------------------------------------------------------------------------- learning
+def test_learns_cartpole_quickly(tmp_path: object) -> None:
+    model = DQN(**FAST, seed=1, log_interval=1000)
+    returns: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, module: DQN, *args: object) -> None:
+            if module.env_steps % 1000 == 0 and "charts/episodic_return" in trainer.callback_metrics:
+                returns.append(float(trainer.callback_metrics["charts/episodic_return"]))
+
+    make_trainer(tmp_path, callbacks=[Record()]).fit(model)
+    assert len(returns) >= 10
+    assert sum(returns[-3:]) / 3 >= 150.0  # a random policy averages ~22 on CartPole
+
+
+# ------------------------------------------------------------------------------------------ resume, divergence
+class StopAt(L.Callback):
+    def __init__(self, env_steps: int) -> None:
+        self.env_steps = env_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: DQN, *args: object) -> None:
+        if module.env_steps >= self.env_steps:
+            trainer.should_stop = True
+
+
+class Inspect(L.Callback):
+    """Records the restored networks, exploration rate, Adam moment and buffer size when training restarts."""
+
+    def __init__(self) -> None:
+        self.restored: dict[str, object] = {}
+
+    def on_train_start(self, trainer: L.Trainer, module: DQN) -> None:
+        self.restored = {
+            "nets": (params_of(module.q_network), params_of(module.target_network), module.epsilon()),
+            "moment": trainer.optimizers[0].state_dict()["state"][0]["exp_avg"].clone(),
+            "buffer": len(module.replay_buffer),
+        }
+
+
+def test_resume_continues_schedule_networks_and_optimizer(tmp_path: object) -> None:
+    model = DQN(**SMALL, save_replay_buffer=True)
+    trainer = make_trainer(tmp_path, callbacks=[StopAt(400)])
+    trainer.fit(model)
+    path = os.path.join(str(tmp_path), "mid.ckpt")
+    trainer.save_checkpoint(path)
+    saved = (params_of(model.q_network), params_of(model.target_network), model.epsilon())
+    saved_moment = trainer.optimizers[0].state_dict()["state"][0]["exp_avg"].clone()
+
+    finals = []
+    for _ in range(2):
+        resumed = DQN(**SMALL, save_replay_buffer=True)
+        inspect = Inspect()
+        make_trainer(tmp_path, callbacks=[inspect]).fit(resumed, ckpt_path=path)
+        restored = inspect.restored
+        assert torch.equal(restored["nets"][0], saved[0]) and torch.equal(restored["nets"][1], saved[1])
+        assert restored["nets"][2] == saved[2] < 1.0  # the exploration schedule goes on where it stopped
+        assert torch.equal(restored["moment"], saved_moment)
+        assert restored["buffer"] == 400 and resumed.env_steps == 600
+        finals.append(params_of(resumed.q_network))
+    assert torch.equal(finals[0], finals[1]) and not torch.equal(finals[0], saved[0])
+
+
+def test_diverged_q_network_stops_with_a_last_good_checkpoint(tmp_path: object) -> None:
+    model = DQN(**SMALL, max_abs_q=1e-4)
+    with pytest.raises(DivergenceError, match="Q-network diverged") as error:
+        make_trainer(tmp_path).fit(model)
+    assert model.env_steps == 210  # the first update (after 21 chunks of 10 steps) is refused
+    checkpoint = torch.load(error.value.checkpoint_path, weights_only=False)
+    restored = DQN(**SMALL)
+    restored.load_state_dict(checkpoint["state_dict"])
+    assert torch.equal(params_of(restored), params_of(model))
+
+
+# --------------------------------------------------------------------------------------------------------- DDP
+class DDPResult(L.Callback):
+    """Writes each rank's parameters and replay contents after fit (module level: ddp_spawn pickles it)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def on_train_end(self, trainer: L.Trainer, module: DQN) -> None:
+        result = {"params": params_of(module), "obs": module.replay_buffer.obs[:20].clone(),
+                  "env_steps": module.env_steps}  # fmt: skip
+        torch.save(result, os.path.join(self.directory, f"rank{trainer.global_rank}.pt"))
+
+
+def test_ddp_keeps_ranks_identical(tmp_path: object) -> None:
+    model = DQN(**SMALL, optimizer="alphagrad")
+    initial = params_of(model)
+    trainer = make_trainer(
+        tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[DDPResult(str(tmp_path))]
+    )
+    trainer.fit(model)
+    ranks = [torch.load(os.path.join(str(tmp_path), f"rank{r}.pt")) for r in range(2)]
+    assert torch.equal(ranks[0]["params"], ranks[1]["params"]) and not torch.equal(ranks[0]["params"], initial)
+    assert not torch.equal(ranks[0]["obs"], ranks[1]["obs"])
+    assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 600
