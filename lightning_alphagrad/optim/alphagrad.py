@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -36,6 +37,8 @@ FLAT_MAX_NUMEL = 1 << 18
 # With impl="auto", an optimizer whose single group takes the flat kernel switches to the whole-group compiled graph
 # after this many flat steps: long runs get the fastest kernel, short runs and tests never wait for the compiler.
 AUTO_COMPILE_AFTER = 200
+FLAT_STEPS_KEY = "flat_steps"
+_log = logging.getLogger(__name__)
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -167,7 +170,6 @@ class AlphaGrad(Optimizer):
         self.on_nonfinite = on_nonfinite
         self._flat_layouts: dict[int, FlatLayout] = {}
         self._group_steps: dict[int, CompiledGroupStep] = {}
-        self._flat_steps = 0  # consecutive steps of a single group on the flat kernel (see AUTO_COMPILE_AFTER)
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -199,7 +201,6 @@ class AlphaGrad(Optimizer):
         self.__dict__.setdefault("on_nonfinite", "skip")
         self.__dict__.setdefault("_flat_layouts", {})
         self.__dict__.setdefault("_group_steps", {})
-        self.__dict__.setdefault("_flat_steps", 0)
         for group in self.param_groups:
             group.setdefault("size_aware", False)
             group.setdefault("foreach", None)
@@ -250,7 +251,9 @@ class AlphaGrad(Optimizer):
         for step in prepared:
             step.run(self.state)
         self._last_impls = tuple(step.impl for step in prepared)
-        self._flat_steps = self._flat_steps + 1 if self._last_impls == ("flat",) else 0
+        # Consecutive steps of a single group on the flat kernel (see AUTO_COMPILE_AFTER); kept in the state so that a
+        # resumed run switches kernels at the same step as an uninterrupted one.
+        self.state[FLAT_STEPS_KEY] = self.state.get(FLAT_STEPS_KEY, 0) + 1 if self._last_impls == ("flat",) else 0
         return loss
 
     def _runs_whole_group(self, group: dict[str, Any]) -> bool:
@@ -258,10 +261,14 @@ class AlphaGrad(Optimizer):
         group has taken ``AUTO_COMPILE_AFTER`` flat steps in a row and the compiler works."""
         if group["impl"] == "compiled":
             return True
-        if group["impl"] != "auto" or self._flat_steps < AUTO_COMPILE_AFTER:
+        if group["impl"] != "auto" or self.state.get(FLAT_STEPS_KEY, 0) < AUTO_COMPILE_AFTER:
             return False
         first = self._flat_layouts[0].params[0]
-        return compiler_works(first.device.type, first.dtype)
+        if not compiler_works(first.device.type, first.dtype):
+            return False
+        if self.state[FLAT_STEPS_KEY] == AUTO_COMPILE_AFTER and 0 not in self._group_steps:
+            _log.info("AlphaGrad: compiling the whole-group step after %d steps (once)", AUTO_COMPILE_AFTER)
+        return True
 
     def _prepare(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
         """Choose the group's kernel for this step and compute its gradient norms (``None``: no gradients)."""
