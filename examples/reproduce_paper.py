@@ -46,6 +46,19 @@ class Experiment:
     steps: dict[str, int]
     seeds: dict[str, int]
     extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per-scale overrides
+    extra_variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> args on the AlphaGrad config
+
+    def variants(self) -> dict[str, tuple[str, ...]]:
+        """Variant name -> its command-line arguments: Adam, one AlphaGrad run per alpha, then the extra variants."""
+        variants = {"adam": ("--config", str(CONFIGS / self.adam_config))}
+        alphagrad = ("--config", str(CONFIGS / self.alphagrad_config))
+        for alpha in self.alphas:
+            variants[f"alphagrad-{alpha:g}"] = (*alphagrad, *(a for key in self.alpha_args for a in (key, str(alpha))))
+        for name, args in self.extra_variants.items():
+            variants[name] = (*alphagrad, *args)
+        monitors = ("--trainer.callbacks+=lightning_alphagrad.callbacks.AlphaMonitor",
+                    "--trainer.callbacks+=lightning_alphagrad.callbacks.TanhSaturationMonitor")
+        return {name: args if name == "adam" else (*args, *monitors) for name, args in variants.items()}
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -66,14 +79,14 @@ EXPERIMENTS: dict[str, Experiment] = {
         title="TD3 on Hopper-v4",
         alphagrad_config="td3_hopper.yaml",
         adam_config="td3_hopper_adam.yaml",
-        alphas=(10.0, 98.0),
+        alphas=(25.0, 100.0),
         alpha_args=("--model.alpha",),
         steps_arg="--model.total_timesteps",
         panels=((RETURN_KEY, "Training rewards"), ("charts/episodic_length", "Episode length"),
                 ("losses/qf1_values", "Q values"), ("losses/actor_loss", "Actor loss")),
-        steps={"smoke": 3_000, "reduced": 60_000, "full": 500_000},
+        steps={"smoke": 3_000, "reduced": 30_000, "full": 500_000},
         seeds={"smoke": 1, "reduced": 2, "full": 3},
-        extra_args={"smoke": ("--model.learning_starts", "1000"), "reduced": ("--model.learning_starts", "10000")},
+        extra_args={"smoke": ("--model.learning_starts", "1000"), "reduced": ("--model.learning_starts", "5000")},
     ),
     "ppo": Experiment(
         title="PPO on HalfCheetah-v5",
@@ -84,8 +97,19 @@ EXPERIMENTS: dict[str, Experiment] = {
         steps_arg="--model.total_timesteps",
         panels=((RETURN_KEY, "Training rewards"), ("losses/explained_variance", "Explained variance"),
                 ("losses/entropy", "Entropy loss"), ("losses/approx_kl", "Approx KL")),
-        steps={"smoke": 4_096, "reduced": 200_704, "full": 1_000_000},
+        steps={"smoke": 4_096, "reduced": 122_880, "full": 1_000_000},
         seeds={"smoke": 1, "reduced": 3, "full": 3},
+        extra_variants={
+            # alpha * sqrt(numel) per tensor; 1.5 equals alpha 98 on the 64x64 hidden matrices
+            "alphagrad-size-aware-1.5": ("--optimizer", "lightning_alphagrad.AlphaGrad", "--optimizer.lr", "3e-4",
+                                         "--optimizer.alpha", "1.5", "--optimizer.size_aware", "true",
+                                         "--optimizer.momentum", "0.9", "--optimizer.eps", "1e-5"),
+            # alpha starts at 98 and is steered to keep 10 % of the update components saturated
+            "alphagrad-adaptive": ("--optimizer", "lightning_alphagrad.AlphaGrad", "--optimizer.lr", "3e-4",
+                                   "--optimizer.alpha", "98", "--optimizer.momentum", "0.9", "--optimizer.eps",
+                                   "1e-5", "--lr_scheduler", "lightning_alphagrad.schedules.SaturationTargetAlpha",
+                                   "--lr_scheduler.target", "0.1"),
+        },
     ),
 }
 
@@ -104,14 +128,10 @@ def plan_runs(names: Sequence[str], scale: str, out: Path, seeds: int | None) ->
     runs = []
     for name in names:
         exp = EXPERIMENTS[name]
-        variants = {"adam": (str(CONFIGS / exp.adam_config),)}
-        for alpha in exp.alphas:
-            alpha_args = tuple(a for key in exp.alpha_args for a in (key, str(alpha)))
-            variants[f"alphagrad-{alpha:g}"] = (str(CONFIGS / exp.alphagrad_config), *alpha_args)
-        for variant, (config, *overrides) in variants.items():
+        for variant, variant_args in exp.variants().items():
             for seed in range(seeds or exp.seeds[scale]):
                 run_dir = out / name / variant / f"seed{seed}"
-                args = ("--config", config, *overrides, exp.steps_arg, str(exp.steps[scale]),
+                args = (*variant_args, exp.steps_arg, str(exp.steps[scale]),
                         *exp.extra_args.get(scale, ()), "--model.seed", str(seed), "--seed_everything", str(seed),
                         "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(run_dir),
                         "--trainer.logger.name", "", "--trainer.logger.version", "",

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from torch.optim import Optimizer
@@ -30,11 +31,23 @@ __all__ = ["AlphaGradCLI", "main"]
 
 
 class AlphaGradCLI(LightningCLI):
-    """``LightningCLI`` that steps ``--lr_scheduler`` per optimizer step and reports where a run's outputs are."""
+    """``LightningCLI`` that steps ``--lr_scheduler`` per optimizer step and reports where a run's outputs are.
+
+    Its progress bar (:class:`~lightning_alphagrad.callbacks.RLProgressBar`) shows env steps, the latest episodic
+    return and the remaining time.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        chosen = config.get("callbacks") or []
+        chosen = chosen if isinstance(chosen, list) else [chosen]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in chosen):
+            kwargs.setdefault("callbacks", [*chosen, callbacks.RLProgressBar()])
+        return super().instantiate_trainer(**kwargs)
 
     @staticmethod
     def configure_optimizers(

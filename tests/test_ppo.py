@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,22 +121,27 @@ def test_log_prob_and_entropy_match_torch_distributions() -> None:
     continuous = PPO(env_id="Pendulum-v1", num_steps=64, num_minibatches=4)
     with torch.no_grad():
         continuous.actor_logstd.copy_(torch.tensor([-0.7]))
-    obs = torch.randn(5, 3)
-    actions, sampled_log_prob = continuous.sample_actions(obs)
+    obs, actions = torch.randn(5, 3), torch.randn(5, 1)
     log_prob, entropy = continuous.log_prob_and_entropy(obs, actions)
     reference = torch.distributions.Normal(continuous.actor(obs), continuous.actor_logstd.exp())
     torch.testing.assert_close(log_prob, reference.log_prob(actions).sum(-1))
-    torch.testing.assert_close(sampled_log_prob, log_prob)
     torch.testing.assert_close(entropy, reference.entropy().sum(-1))
 
     discrete = PPO(env_id="CartPole-v1", num_steps=64, num_minibatches=4)
-    obs = torch.randn(7, 4)
-    actions, sampled_log_prob = discrete.sample_actions(obs)
+    obs, actions = torch.randn(7, 4), torch.tensor([0, 1, 1, 0, 1, 0, 0])
     log_prob, entropy = discrete.log_prob_and_entropy(obs, actions)
     reference = torch.distributions.Categorical(logits=discrete.actor(obs))
     torch.testing.assert_close(log_prob, reference.log_prob(actions))
-    torch.testing.assert_close(sampled_log_prob, log_prob)
     torch.testing.assert_close(entropy, reference.entropy())
+
+
+def test_gumbel_sampling_follows_the_categorical_policy() -> None:
+    """argmax(logits + Gumbel noise) picks each action with its softmax probability (chi-square-free check)."""
+    model = PPO(env_id="CartPole-v1", num_envs=1, num_steps=64, num_minibatches=4)
+    logits = torch.tensor([0.3, -0.5])
+    noise = model.sampling_noise(40_000)[:, 0]  # (40000, 2)
+    frequency = (logits + noise).argmax(-1).float().mean().item()
+    assert frequency == pytest.approx(torch.softmax(logits, -1)[1].item(), abs=0.01)  # 4 standard errors
 
 
 def test_gae_matches_discounted_sum_of_td_errors_within_episodes() -> None:
@@ -365,3 +373,79 @@ def test_cartpole_learns_within_30k_steps() -> None:
     fit_trainer.fit(model)
     assert model.env_steps == 117 * 256
     assert fit_trainer.callback_metrics["eval/return_mean"].item() >= 150.0
+
+
+def test_ddp_subprocess_two_ranks_identical_params(tmp_path: Path) -> None:
+    """``strategy="ddp"`` re-runs its script per rank, so the run lives in ``tests/ddp_ppo_script.py``."""
+    script = Path(__file__).with_name("ddp_ppo_script.py")
+    environment = {**os.environ, "PYTHONPATH": str(script.parent.parent)}
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, env=environment, timeout=300)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert torch.equal(ranks[0]["before"], ranks[1]["before"])
+    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
+    assert not torch.equal(ranks[0]["params"], ranks[0]["before"])
+    np.testing.assert_array_equal(ranks[0]["obs_mean"], ranks[1]["obs_mean"])
+    assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 3 * 32 * 2
+
+
+class PPOWithCountingScheduler(PPO):
+    """PPO whose ``configure_optimizers`` adds a scheduler, as the CLI's ``--lr_scheduler`` does."""
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = super().configure_optimizers()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def test_schedulers_step_once_per_update_and_target_kl_stops_epochs_early() -> None:
+    model = PPOWithCountingScheduler(**{**TINY, "total_timesteps": 64, "update_epochs": 3, "anneal_lr": False})
+    fit_trainer = trainer()
+    fit_trainer.fit(model)
+    assert fit_trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2 * 3 * 4  # iterations x epochs x minibatches
+    early = PPO(**{**TINY, "total_timesteps": 64, "update_epochs": 3, "target_kl": 1e-12})
+    early_trainer = trainer()
+    early_trainer.fit(early)
+    assert early_trainer.global_step == 2 * 1 * 4  # the KL exceeds the target after the first epoch of each iteration
+
+
+def test_own_networks_and_logged_panels() -> None:
+    model = PPO(
+        env_id="Pendulum-v1",
+        num_steps=32,
+        num_minibatches=2,
+        update_epochs=1,
+        total_timesteps=2 * 32,
+        actor=torch.nn.Linear(3, 1),
+        critic=torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)),
+        num_eval_episodes=1,
+    )
+    assert sum(p.numel() for p in model.parameters()) == 4 + 41 + 1  # actor, critic, log-std
+    fit_trainer = trainer()
+    fit_trainer.fit(model)
+    expected = {
+        "env_steps",
+        "eval/return_mean",
+        "charts/learning_rate",
+        "charts/skipped_updates",
+        "losses/explained_variance",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/clipfrac",
+        "losses/policy_loss",
+        "losses/value_loss",
+    }
+    assert expected <= set(fit_trainer.callback_metrics)
+    assert fit_trainer.callback_metrics["env_steps"].item() == 64
+    # Entropy of the Gaussian policy with log-std s: 0.5 + 0.5 log(2 pi) + s (one action dimension).
+    log_std = model.actor_logstd.item()
+    assert fit_trainer.callback_metrics["losses/entropy"].item() == pytest.approx(
+        0.5 + 0.5 * math.log(2 * math.pi) + log_std, abs=1e-3
+    )
+
+
+def test_non_finite_actions_stop_the_run() -> None:
+    model = PPO(env_id="Pendulum-v1", num_steps=64, num_minibatches=4)
+    with pytest.raises(RuntimeError, match="non-finite actions"):
+        model.env_actions(np.array([[np.nan]], dtype=np.float32))
+    np.testing.assert_array_equal(model.env_actions(np.array([[5.0], [-0.5]])), np.array([[2.0], [-0.5]]))

@@ -175,6 +175,7 @@ def test_episode_tracker_and_statistics() -> None:
 
 def test_evaluate_policy_takes_quota_per_sub_env() -> None:
     """3 episodes on 2 sub-envs: 2 from env 0 (seeded, then reset), 1 from env 1, as independent envs give."""
+
     def policy(obs: np.ndarray) -> np.ndarray:
         return (obs[:, 2] > 0).astype(np.int64)  # lean right when the pole leans right
 
@@ -203,3 +204,21 @@ def test_step_index_loader_has_fixed_length() -> None:
     assert len(StepIndexDataset(2, 2)) == 0
     with pytest.raises(ValueError, match="start"):
         StepIndexDataset(5, 4)
+
+
+def test_async_vector_env_matches_sync() -> None:
+    seeds = env_seeds(0, 0, 2)
+    sync_envs, async_envs = make_vector_env("CartPole-v1", 2), make_vector_env("CartPole-v1", 2, "async")
+    try:
+        np.testing.assert_array_equal(sync_envs.reset(seed=seeds)[0], async_envs.reset(seed=seeds)[0])
+        rng = np.random.default_rng(1)
+        for _ in range(60):
+            actions = rng.integers(0, 2, size=2)
+            sync_step, async_step = sync_envs.step(actions), async_envs.step(actions)
+            for sync_part, async_part in zip(sync_step[:4], async_step[:4], strict=True):
+                np.testing.assert_array_equal(sync_part, async_part)
+            sync_final = final_observations(sync_step[0], *sync_step[2:])
+            np.testing.assert_array_equal(sync_final, final_observations(async_step[0], *async_step[2:]))
+    finally:
+        sync_envs.close()
+        async_envs.close()

@@ -2,7 +2,8 @@
 
 from lightning_alphagrad.callbacks.alpha_monitor import AlphaMonitor
 from lightning_alphagrad.callbacks.grad_norm_monitor import GradNormMonitor
+from lightning_alphagrad.callbacks.progress import RLProgressBar
 from lightning_alphagrad.callbacks.saturation_monitor import TanhSaturationMonitor
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor
 
-__all__ = ["AlphaMonitor", "GradNormMonitor", "OptimizerStepMonitor", "TanhSaturationMonitor"]
+__all__ = ["AlphaMonitor", "GradNormMonitor", "OptimizerStepMonitor", "RLProgressBar", "TanhSaturationMonitor"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -10,12 +11,28 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from lightning_alphagrad.optim.functional import effective_alpha, normalized_tanh_update, upcast_dtype
+from lightning_alphagrad.optim.functional import upcast_dtype
+from lightning_alphagrad.optim.kernels import (
+    CompiledGroupStep,
+    FlatLayout,
+    compiled_alphagrad,
+    compiler_works,
+    flat_alphagrad,
+    flat_eligible,
+    foreach_alphagrad,
+    single_tensor_alphagrad,
+)
 
-__all__ = ["AlphaGrad", "NonFiniteGradientError"]
+__all__ = ["AlphaGrad", "Impl", "NonFiniteGradientError"]
 
 SKIPPED_STEPS_KEY = "skipped_steps"
+Impl = Literal["auto", "reference", "foreach", "flat", "compiled"]
+IMPLS: tuple[str, ...] = ("auto", "reference", "foreach", "flat", "compiled")
+# On a CPU, groups up to this many elements take the flat kernel (dispatch-bound); larger ones the compiled kernel
+# (memory-bound), whose per-tensor call overhead (~20 us) no longer matters there.
+FLAT_MAX_NUMEL = 1 << 18
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -28,6 +45,31 @@ def _check_range(name: str, value: float, low: float, high: float, low_open: boo
     if not (math.isfinite(value) and inside):
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"Invalid {name}: {value!r}; it must be finite and lie in {interval}")
+
+
+def _lean_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``step`` like ``Optimizer`` does (pre/post hooks, a profiler range), at no cost when neither is in use.
+
+    torch's wrapper opens a ``record_function`` range on every call, which costs as much as a third of the whole
+    step of an RL-sized network; here that wrapper is only taken while profiling, compiling or when hooks exist.
+    """
+    standard = Optimizer.profile_hook_step(step)
+
+    @functools.wraps(step)
+    def wrapper(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if (
+            torch.autograd.profiler._is_profiler_enabled
+            or torch.compiler.is_compiling()
+            or self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or _global_optimizer_pre_hooks
+            or _global_optimizer_post_hooks
+        ):
+            return standard(self, *args, **kwargs)
+        return step(self, *args, **kwargs)
+
+    wrapper.hooked = True  # type: ignore[attr-defined]  # tells Optimizer not to wrap it again
+    return wrapper
 
 
 class AlphaGrad(Optimizer):
@@ -60,8 +102,21 @@ class AlphaGrad(Optimizer):
         weight_decay: decoupled (AdamW-style) weight decay >= 0, applied as ``p *= 1 - lr * weight_decay``.
         eps: added to each tensor's gradient norm, > 0.
         maximize: ascend the objective instead of descending.
-        foreach: use the multi-tensor implementation; ``None`` picks it automatically.
+        foreach: ``True`` selects ``impl="foreach"``, ``False`` ``impl="reference"`` (torch's convention); ``None``
+            leaves the choice to ``impl``.
         size_aware: scale alpha per tensor by ``sqrt(numel)``.
+        impl: the kernel. ``"reference"``: one tensor at a time. ``"foreach"``: multi-tensor ops (any dtype, device,
+            complex). ``"flat"``: all gradients of a group in one vector, a handful of whole-vector ops (CPU, RL-sized
+            networks, nothing to compile). ``"compiled"`` (fp32/fp64, needs a working ``torch.compile``): an optimizer
+            with one group of at most 2**18 elements runs its whole step as one compiled graph (the fastest choice
+            for RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one
+            fused compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18
+            elements and ``"compiled"`` above (``"foreach"`` if compilation fails); ``"foreach"`` elsewhere;
+            ``"reference"``/``"foreach"`` where the flat or compiled kernel does not apply (mixed or low-precision
+            dtypes, complex).
+        fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:
+            sigmoid-based (flat), rational (compiled, fp32) or exp-based (compiled, fp64); absolute error < 1e-6 in
+            fp32. ``None`` (default) turns it on for those kernels; the others always use ``torch.tanh``.
         on_nonfinite: ``"skip"`` (default) skips the whole step when any gradient holds inf/NaN, leaves parameters
             and momentum untouched, warns and counts it in ``optimizer.state["skipped_steps"]`` (saved in
             checkpoints); ``"raise"`` raises :class:`NonFiniteGradientError` instead.
@@ -84,6 +139,8 @@ class AlphaGrad(Optimizer):
         foreach: bool | None = None,
         size_aware: bool = False,
         on_nonfinite: Literal["skip", "raise"] = "skip",
+        impl: Impl = "auto",
+        fast_tanh: bool | None = None,
     ) -> None:
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"Invalid on_nonfinite: {on_nonfinite!r}; it must be 'skip' or 'raise'")
@@ -98,9 +155,13 @@ class AlphaGrad(Optimizer):
             maximize=maximize,
             foreach=foreach,
             size_aware=size_aware,
+            impl=impl,
+            fast_tanh=fast_tanh,
         )
         self._validate_group(defaults)
         self.on_nonfinite = on_nonfinite
+        self._flat_layouts: dict[int, FlatLayout] = {}
+        self._group_steps: dict[int, CompiledGroupStep] = {}
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -113,6 +174,10 @@ class AlphaGrad(Optimizer):
         _check_range("momentum", float(group["momentum"]), 0.0, 1.0, False, True)
         _check_range("dampening", float(group["dampening"]), 0.0, 1.0, False, False)
         _check_range("weight_decay", float(group["weight_decay"]), 0.0, math.inf, False, True)
+        if group["impl"] not in IMPLS:
+            raise ValueError(f"Invalid impl: {group['impl']!r}; it must be one of {', '.join(map(repr, IMPLS))}")
+        if group["fast_tanh"] not in (None, True, False):
+            raise ValueError(f"Invalid fast_tanh: {group['fast_tanh']!r}; it must be None, True or False")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
                 "Invalid nesterov=True: it requires momentum in (0, 1) and dampening 0, "
@@ -126,42 +191,25 @@ class AlphaGrad(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("on_nonfinite", "skip")
+        self.__dict__.setdefault("_flat_layouts", {})
+        self.__dict__.setdefault("_group_steps", {})
         for group in self.param_groups:
             group.setdefault("size_aware", False)
             group.setdefault("foreach", None)
+            group.setdefault("impl", "auto")
+            group.setdefault("fast_tanh", None)
+
+    @property
+    def last_impls(self) -> tuple[str, ...]:
+        """The kernel each param group with gradients ran in the last step (shows what ``impl="auto"`` chose)."""
+        return self.__dict__.get("_last_impls", ())
 
     @property
     def skipped_steps(self) -> int:
         """Number of steps skipped because a gradient was not finite (kept in the state, so in checkpoints)."""
         return int(self.state.get(SKIPPED_STEPS_KEY, 0))
 
-    def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
-        """Params with a gradient, their gradients (sign-flipped if maximizing) and momentum buffers, as real views."""
-        params, grads, bufs = [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("AlphaGrad does not support sparse gradients; use dense gradients")
-            grad = -p.grad if group["maximize"] else p.grad
-            if torch.is_complex(p):
-                params.append(torch.view_as_real(p))
-                grad = torch.view_as_real(grad)
-            else:
-                params.append(p)
-            grads.append(grad)
-            buf = self.state[p].get("momentum_buffer") if group["momentum"] > 0 else None
-            bufs.append(torch.view_as_real(buf) if buf is not None and torch.is_complex(buf) else buf)
-        return params, grads, bufs
-
-    def _store_buffers(self, group: dict[str, Any], bufs: list[Tensor | None]) -> None:
-        if group["momentum"] <= 0:
-            return
-        with_grad = [p for p in group["params"] if p.grad is not None]
-        for p, buf in zip(with_grad, bufs, strict=True):
-            if buf is not None and "momentum_buffer" not in self.state[p]:
-                self.state[p]["momentum_buffer"] = torch.view_as_complex(buf) if torch.is_complex(p) else buf
-
+    @_lean_step_hooks
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform one optimization step; ``closure`` (re-evaluating the loss) runs with gradients enabled."""
@@ -169,52 +217,106 @@ class AlphaGrad(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling():
+            self._masked_step()
+            return loss
+        if len(self.param_groups) == 1 and self.param_groups[0]["impl"] == "compiled":
+            finite = self._whole_group_step(self.param_groups[0])
+            if finite is not None:  # else the graph does not apply this step: per-tensor kernels below
+                self._last_impls = ("compiled",)
+                if not finite:
+                    self._handle_nonfinite()
+                return loss
 
-        gathered = [self._gather(group) for group in self.param_groups]
+        prepared = [self._prepare(index, group) for index, group in enumerate(self.param_groups)]
+        prepared = [step for step in prepared if step is not None]
+        if not prepared:
+            return loss
+        # One host sync per step: any inf/NaN gradient makes its norm, and the sum of all norms, non-finite.
+        on_host = sum(step.norm_sum for step in prepared if isinstance(step.norm_sum, float))
+        on_device = [step.norm_sum for step in prepared if isinstance(step.norm_sum, Tensor)]
+        if on_device:
+            on_host += torch.stack([s.to(on_device[0].device) for s in on_device]).sum().item()
+        if not math.isfinite(on_host):
+            self._handle_nonfinite()
+            return loss
+        for step in prepared:
+            step.run(self.state)
+        self._last_impls = tuple(step.impl for step in prepared)
+        return loss
+
+    def _prepare(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
+        """Choose the group's kernel for this step and compute its gradient norms (``None``: no gradients)."""
+        layout = self._flat_layouts.get(index)
+        if layout is not None and group["impl"] in ("auto", "flat") and group["foreach"] is None:
+            grads = layout.gradients(group["params"])  # the common case, checked in one pass
+            if grads is not None:
+                return _GroupStep(group, "flat", layout.params, layout).prepare(self.state, grads)
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return None
+        impl = _choose_impl(group, params)
+        if impl == "flat" and (layout is None or layout.gradients(params) is None):
+            layout = self._flat_layouts[index] = FlatLayout(params)
+        step = _GroupStep(group, impl, params, layout if impl == "flat" else None)
+        return step.prepare(self.state, layout.gradients(params) if impl == "flat" else None)  # type: ignore[union-attr]
+
+    def _whole_group_step(self, group: dict[str, Any]) -> bool | None:
+        """The step of a single RL-sized group as one compiled graph (see ``CompiledGroupStep``).
+
+        Returns whether the gradients were finite (if not, nothing moved), or ``None`` when the graph does not apply:
+        too many elements, no gradients, mixed dtypes, non-contiguous gradients, partial momentum state.
+        """
+        layout = self._flat_layouts.get(0)
+        grads = layout.gradients(group["params"]) if layout is not None else None
+        if grads is None:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params or sum(p.numel() for p in params) > FLAT_MAX_NUMEL or not flat_eligible(params):
+                return None
+            if not compiler_works(params[0].device.type, params[0].dtype):
+                return None
+            layout = self._flat_layouts[0] = FlatLayout(params)
+            grads = layout.gradients(params)
+        if grads is None or not all(g.is_contiguous() for g in grads):
+            return None
+        momentum = group["momentum"]
+        has_buffer = layout.bind_momentum(self.state) if momentum > 0 else False  # type: ignore[union-attr]
+        if has_buffer is None:
+            return None
+        flags = (momentum > 0, group["nesterov"], group["size_aware"], group["fast_tanh"] is not False)
+        compiled = self._group_steps.get(0)
+        if compiled is None or compiled.layout is not layout or not compiled.matches(*flags):
+            compiled = self._group_steps[0] = CompiledGroupStep(layout, *flags)  # type: ignore[arg-type]
+        keys = ("lr", "alpha", "momentum", "dampening", "weight_decay", "eps", "maximize")
+        finite = compiled(grads, has_buffer, **{key: group[key] for key in keys})
+        if momentum > 0 and not has_buffer:
+            if finite:
+                layout.publish_momentum(self.state)  # type: ignore[union-attr]
+            else:
+                layout.buffer = None  # type: ignore[union-attr]  # a skipped first step leaves no state
+        return finite
+
+    def _masked_step(self) -> None:
+        """The step as ``torch.compile`` traces it: no host sync, a non-finite gradient masks the update."""
+        gathered = [_gather(self.state, group, group["params"]) for group in self.param_groups]
         norms = [
-            _norms(grads, _use_foreach(group, grads))
+            _list_norms(grads, _use_foreach(group, grads))
             for group, (_, grads, _) in zip(self.param_groups, gathered, strict=True)
         ]
         all_norms = [n.to(torch.float64) for group_norms in norms for n in group_norms]
         if not all_norms:
-            return loss
-        # One reduction over the norms computed anyway: any inf/NaN gradient makes its norm, and the sum, non-finite.
+            return
         finite = torch.stack(all_norms).sum().isfinite()
-
-        if torch.compiler.is_compiling():
-            # No host sync inside a compiled step: the update is masked arithmetically instead of skipped by a branch.
-            keep = finite
-            skipped = self.state.get(SKIPPED_STEPS_KEY)
-            if not isinstance(skipped, Tensor):
-                skipped = torch.tensor(float(skipped or 0), device=finite.device)
-            self.state[SKIPPED_STEPS_KEY] = skipped + (~finite).to(skipped.dtype)
-        else:
-            if not bool(finite):
-                self._handle_nonfinite()
-                return loss
-            keep = None
-
+        skipped = self.state.get(SKIPPED_STEPS_KEY)
+        if not isinstance(skipped, Tensor):
+            skipped = torch.tensor(float(skipped or 0), device=finite.device)
+        self.state[SKIPPED_STEPS_KEY] = skipped + (~finite).to(skipped.dtype)
         for group, (params, grads, bufs), group_norms in zip(self.param_groups, gathered, norms, strict=True):
             if not params:
                 continue
-            kernel = _foreach_alphagrad if _use_foreach(group, grads) else _single_tensor_alphagrad
-            kernel(
-                params,
-                grads,
-                bufs,
-                group_norms,
-                lr=group["lr"],
-                alpha=group["alpha"],
-                momentum=group["momentum"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                size_aware=group["size_aware"],
-                keep=keep,
-            )
-            self._store_buffers(group, bufs)
-        return loss
+            kernel = foreach_alphagrad if _use_foreach(group, grads) else single_tensor_alphagrad
+            kernel(params, grads, bufs, group_norms, keep=finite, **_hyper(group))
+            _store_buffers(self.state, group, group["params"], bufs)
 
     def _handle_nonfinite(self) -> None:
         message = "AlphaGrad: a gradient holds inf or NaN"
@@ -229,119 +331,176 @@ class AlphaGrad(Optimizer):
         )
 
 
+
+
+class _GroupStep:
+    """One param group's share of a step: its kernel, the kernel's inputs and the gradient norms.
+
+    The norms of every group are computed (``prepare``) before any group is updated (``run``), so that one check
+    can skip the whole step when a gradient is not finite.
+    """
+
+    def __init__(self, group: dict[str, Any], impl: str, params: list[Tensor], layout: FlatLayout | None) -> None:
+        self.group, self.impl, self.params, self.layout = group, impl, params, layout
+        self.grads: list[Tensor] = []
+        self.bufs: list[Tensor | None] = []
+        self.norms: Tensor | list[Tensor] = []
+        self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
+        self.has_buffer = False
+
+    def prepare(self, state: dict[Any, Any], grads: list[Tensor] | None) -> _GroupStep:
+        """Compute the gradient norms; ``grads``: the gradients, checked for the flat kernel, else ``None``."""
+        group, momentum = self.group, self.group["momentum"]
+        if self.impl == "compiled":
+            grads = _uniform_grads(self.params)
+            self.bufs = [state[p].get("momentum_buffer") if momentum > 0 else None for p in self.params]
+        elif self.impl == "flat" and grads is not None and momentum > 0:
+            has_buffer = self.layout.bind_momentum(state)  # type: ignore[union-attr]
+            grads = None if has_buffer is None else grads  # some buffers missing: per-tensor kernel this step
+            self.has_buffer = bool(has_buffer)
+        if grads is not None:
+            self.grads = grads
+            self.norms = torch.stack(torch._foreach_norm(grads))
+            self.norm_sum = sum(self.norms.tolist()) if self.norms.device.type == "cpu" else self.norms.sum()
+            return self
+        if self.impl in ("flat", "compiled"):
+            self.impl = "foreach" if len(self.params) > 1 else "reference"
+        self.params, self.grads, self.bufs = _gather(state, group, self.params)
+        self.norms = _list_norms(self.grads, self.impl == "foreach")
+        self.norm_sum = _sum_norms(self.norms)
+        return self
+
+    def run(self, state: dict[Any, Any]) -> None:
+        group = self.group
+        fast_tanh = group["fast_tanh"] is not False
+        if self.impl == "flat":
+            layout = self.layout
+            flat_alphagrad(
+                layout,  # type: ignore[arg-type]
+                self.grads,
+                self.norms,  # type: ignore[arg-type]
+                self.has_buffer,
+                maximize=group["maximize"],
+                fast_tanh=fast_tanh,
+                **_hyper(group),
+            )
+            if group["momentum"] > 0 and not self.has_buffer:
+                layout.publish_momentum(state)  # type: ignore[union-attr]
+        elif self.impl == "compiled":
+            compiled_alphagrad(
+                self.params,
+                self.grads,
+                self.bufs,
+                self.norms,  # type: ignore[arg-type]
+                maximize=group["maximize"],
+                fast_tanh=fast_tanh,
+                **_hyper(group),
+            )
+            _store_buffers(state, group, self.params, self.bufs)
+        else:
+            kernel = foreach_alphagrad if self.impl == "foreach" else single_tensor_alphagrad
+            kernel(self.params, self.grads, self.bufs, self.norms, keep=None, **_hyper(group))  # type: ignore[arg-type]
+            _store_buffers(state, group, [p for p in group["params"] if p.grad is not None], self.bufs)
+
+
+def _hyper(group: dict[str, Any]) -> dict[str, Any]:
+    """The kernels' keyword arguments from a param group."""
+    keys = ("lr", "alpha", "momentum", "dampening", "nesterov", "weight_decay", "eps", "size_aware")
+    return {key: group[key] for key in keys}
+
+
+def _choose_impl(group: dict[str, Any], params: list[Tensor]) -> str:
+    """The kernel for a group whose parameters with a gradient are ``params`` (see ``AlphaGrad``'s ``impl``)."""
+    impl = group["impl"]
+    if impl == "auto" and group["foreach"] is not None:
+        return "foreach" if group["foreach"] else "reference"
+    if impl in ("flat", "compiled"):
+        if not flat_eligible(params):
+            raise RuntimeError(
+                f"AlphaGrad impl={impl!r} needs dense, contiguous, real fp32 or fp64 parameters of one dtype on one "
+                "device; use impl='auto' or 'foreach'"
+            )
+        return impl
+    if impl != "auto":
+        return impl
+    first = params[0]
+    if first.device.type == "cpu" and flat_eligible(params):
+        if sum(p.numel() for p in params) <= FLAT_MAX_NUMEL:
+            return "flat"
+        if compiler_works(first.device.type, first.dtype):
+            return "compiled"
+    return "foreach" if len(params) > 1 else "reference"
+
+
+def _uniform_grads(params: list[Tensor]) -> list[Tensor] | None:
+    """The gradients if all are dense and of their parameter's dtype (else ``None``: use a per-tensor kernel)."""
+    grads = [p.grad for p in params]
+    dtype = params[0].dtype
+    if all(g.layout == torch.strided and g.dtype == dtype for g in grads):  # type: ignore[union-attr]
+        return grads  # type: ignore[return-value]
+    return None
+
+
+def _gather(
+    state: dict[Any, Any], group: dict[str, Any], params: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
+    """Params with a gradient, their gradients (sign-flipped if maximizing) and momentum buffers, as real views."""
+    real_params, grads, bufs = [], [], []
+    for p in params:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise RuntimeError("AlphaGrad does not support sparse gradients; use dense gradients")
+        grad = -p.grad if group["maximize"] else p.grad
+        if torch.is_complex(p):
+            real_params.append(torch.view_as_real(p))
+            grad = torch.view_as_real(grad)
+        else:
+            real_params.append(p)
+        grads.append(grad)
+        buf = state[p].get("momentum_buffer") if group["momentum"] > 0 else None
+        bufs.append(torch.view_as_real(buf) if buf is not None and torch.is_complex(buf) else buf)
+    return real_params, grads, bufs
+
+
+def _store_buffers(
+    state: dict[Any, Any], group: dict[str, Any], params: list[Tensor], bufs: list[Tensor | None]
+) -> None:
+    """Put momentum buffers created by a kernel (aligned with ``params``) into the state."""
+    if group["momentum"] <= 0:
+        return
+    for p, buf in zip(params, bufs, strict=True):
+        if buf is not None and "momentum_buffer" not in state[p]:
+            state[p]["momentum_buffer"] = torch.view_as_complex(buf) if torch.is_complex(p) else buf
+
+
 def _use_foreach(group: dict[str, Any], grads: list[Tensor]) -> bool:
     if group["foreach"] is not None:
         return bool(group["foreach"])
     return len(grads) > 1 and not torch.jit.is_scripting()
 
 
-def _norms(grads: list[Tensor], foreach: bool) -> list[Tensor]:
+def _list_norms(grads: list[Tensor], foreach: bool) -> list[Tensor]:
     """Per-tensor L2 norms in each gradient's compute dtype (fp32 for fp16/bf16)."""
     if not foreach:
         return [torch.linalg.vector_norm(g, dtype=upcast_dtype(g.dtype)) for g in grads]
     norms: list[Tensor | None] = [None] * len(grads)
-    by_dtype: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, g in enumerate(grads):
-        by_dtype.setdefault((g.device, g.dtype), []).append(i)
-    for (_, dtype), idx in by_dtype.items():
-        for i, n in zip(idx, torch._foreach_norm([grads[i] for i in idx], 2, dtype=upcast_dtype(dtype)), strict=True):
+    for idx in _indices_by_device_and_dtype(grads):
+        dtype = upcast_dtype(grads[idx[0]].dtype)
+        for i, n in zip(idx, torch._foreach_norm([grads[i] for i in idx], 2, dtype=dtype), strict=True):
             norms[i] = n
     return norms  # type: ignore[return-value]
 
 
-def _single_tensor_alphagrad(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor | None],
-    norms: list[Tensor],
-    *,
-    lr: float,
-    alpha: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    eps: float,
-    size_aware: bool,
-    keep: Tensor | None,
-) -> None:
-    """Reference kernel: one tensor at a time, written to be read. ``keep`` (0-d bool) masks the update if given."""
-    for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
-        if keep is not None:
-            grad = torch.where(keep, grad, 0)
-        update = normalized_tanh_update(grad, alpha, eps, size_aware=size_aware, norm=norm).to(param.dtype)
-        if momentum > 0:
-            buf = bufs[i]
-            if buf is None:
-                buf = update.clone()
-                bufs[i] = buf
-            elif keep is None:
-                buf.mul_(momentum).add_(update, alpha=1 - dampening)
-            else:
-                buf.copy_(torch.where(keep, buf * momentum + update * (1 - dampening), buf))
-            update = update.add(buf, alpha=momentum) if nesterov else buf
-        if keep is None:
-            if weight_decay != 0:
-                param.mul_(1 - lr * weight_decay)
-            param.add_(update, alpha=-lr)
-        else:
-            param.copy_(torch.where(keep, param * (1 - lr * weight_decay) - lr * update, param))
+def _sum_norms(norms: list[Tensor]) -> Tensor:
+    """Sum of the norms in fp64 (finite exactly when every norm is), one stack per device and dtype."""
+    groups = _indices_by_device_and_dtype(norms)
+    sums = [torch.stack([norms[i] for i in idx]).sum(dtype=torch.float64) for idx in groups]
+    return sums[0] if len(sums) == 1 else torch.stack([s.to(sums[0].device) for s in sums]).sum()
 
 
-def _foreach_alphagrad(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor | None],
-    norms: list[Tensor],
-    *,
-    lr: float,
-    alpha: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    eps: float,
-    size_aware: bool,
-    keep: Tensor | None,
-) -> None:
-    """Multi-tensor kernel: the same arithmetic as :func:`_single_tensor_alphagrad`, in ``torch._foreach_*`` ops."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, bufs, norms], with_indices=True  # type: ignore[list-item]
-    )
-    for (_device, _dtype), ((dev_params, dev_grads, dev_bufs, dev_norms), indices) in grouped.items():
-        compute = upcast_dtype(dev_grads[0].dtype)
-        if keep is not None:
-            dev_grads = [torch.where(keep, g, 0) for g in dev_grads]
-        if compute != dev_grads[0].dtype:
-            dev_grads = [g.to(compute) for g in dev_grads]
-        updates = torch._foreach_div(dev_grads, torch._foreach_add(dev_norms, eps))
-        if size_aware:
-            torch._foreach_mul_(updates, [effective_alpha(alpha, g.numel(), True) for g in dev_grads])
-        else:
-            torch._foreach_mul_(updates, alpha)
-        torch._foreach_tanh_(updates)
-        if compute != dev_params[0].dtype:
-            updates = [u.to(dev_params[0].dtype) for u in updates]
-
-        if momentum > 0:
-            old = [j for j, buf in enumerate(dev_bufs) if buf is not None]
-            old_bufs, old_updates = [dev_bufs[j] for j in old], [updates[j] for j in old]
-            if old and keep is None:
-                torch._foreach_mul_(old_bufs, momentum)
-                torch._foreach_add_(old_bufs, old_updates, alpha=1 - dampening)
-            elif old:
-                new = torch._foreach_add(torch._foreach_mul(old_bufs, momentum), old_updates, alpha=1 - dampening)
-                for buf, n in zip(old_bufs, new, strict=True):
-                    buf.copy_(torch.where(keep, n, buf))
-            for j, buf in enumerate(dev_bufs):
-                if buf is None:  # first step of this parameter: buf = u
-                    dev_bufs[j] = bufs[indices[j]] = updates[j].clone()
-            updates = torch._foreach_add(updates, dev_bufs, alpha=momentum) if nesterov else dev_bufs
-
-        if keep is None:
-            if weight_decay != 0:
-                torch._foreach_mul_(dev_params, 1 - lr * weight_decay)
-            torch._foreach_add_(dev_params, updates, alpha=-lr)
-        else:
-            for param, update in zip(dev_params, updates, strict=True):
-                param.copy_(torch.where(keep, param * (1 - lr * weight_decay) - lr * update, param))
+def _indices_by_device_and_dtype(tensors: list[Tensor]) -> list[list[int]]:
+    by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_kind.setdefault((t.device, t.dtype), []).append(i)
+    return list(by_kind.values())

@@ -53,15 +53,17 @@ class EpisodeStatistics(nn.Module):
         """Record finished episodes: ``returns`` and ``lengths`` of shape ``(num_done,)``."""
         if len(returns) == 0:
             return
-        self.episodic_return.update(torch.as_tensor(returns, dtype=torch.float64))
-        self.episodic_length.update(torch.as_tensor(lengths, dtype=torch.float64))
+        device = self.episodic_return.device  # the metrics follow the module to its accelerator
+        self.episodic_return.update(torch.as_tensor(returns, dtype=torch.float64, device=device))
+        self.episodic_length.update(torch.as_tensor(lengths, dtype=torch.float64, device=device))
         self.episodes.update(float(len(returns)))
 
     def compute(self) -> dict[str, Tensor]:
         """``{"charts/episodic_return", "charts/episodic_length"}`` over all ranks, then reset; ``{}`` if none."""
         # An empty update marks the metrics as updated: ranks that finished no episode join the sync without warnings.
-        self.episodic_return.update(torch.empty(0, dtype=torch.float64))
-        self.episodic_length.update(torch.empty(0, dtype=torch.float64))
+        device = self.episodic_return.device
+        self.episodic_return.update(torch.empty(0, dtype=torch.float64, device=device))
+        self.episodic_length.update(torch.empty(0, dtype=torch.float64, device=device))
         self.episodes.update(0.0)
         count = self.episodes.compute()
         stats = {}

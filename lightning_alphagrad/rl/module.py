@@ -22,7 +22,8 @@ class RLModule(L.LightningModule):
 
     - training envs of rank ``r`` reset with ``seed + env_steps + r * num_envs + i`` (``env_steps`` is 0 on a fresh
       run; after a resume the envs restart with fresh seeds, since env states are not checkpointed);
-    - eval envs reset with ``eval_seed(r, num_eval_envs)`` at every evaluation (same start states each time);
+    - eval envs of rank ``r`` reset with ``seed + 10**6 + r * num_eval_envs + i`` at every evaluation (the same start
+      states each time);
     - ``self.generator`` (action sampling, minibatch shuffling) is seeded from ``(seed, rank, env_steps)``.
     """
 
@@ -83,6 +84,7 @@ class RLModule(L.LightningModule):
         values["env_steps"] = float(self.env_steps)
         for logger in self.trainer.loggers:
             logger.log_metrics(values, step=self.env_steps)
+            logger.save()  # once per call (an RL iteration), so file-based logs can be followed while training
         self.trainer.callback_metrics.update({name: torch.tensor(value) for name, value in values.items()})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -50,7 +50,7 @@ class RunningMeanStd(nn.Module):
     As gymnasium's ``NormalizeObservation``: the statistics start at mean 0, variance 1, count ``epsilon`` and every
     :meth:`update` merges a batch in. Each rank also keeps what it saw since the last :meth:`sync`; ``sync`` merges the
     pending batches of all ranks, in rank order, into the last synced statistics, so afterwards every rank holds the
-    statistics of everything all ranks saw. With one process ``sync`` changes nothing.
+    statistics of everything all ranks saw. With one process ``sync`` changes the statistics only by rounding.
 
     Args:
         shape: shape of one sample.
@@ -69,7 +69,12 @@ class RunningMeanStd(nn.Module):
         self.clip = clip
         self.stats = Moments(self.shape, count=epsilon)
         self.synced = Moments(self.shape, count=epsilon)
-        self.pending = Moments(self.shape, var=0.0)
+        # Sums of the batches since the last sync (updated in place: no nn.Module attribute assignment per step).
+        self.pending_sum, self.pending_sum_sq, self.pending_count = (
+            np.zeros(self.shape),
+            np.zeros(self.shape),
+            np.zeros(1),
+        )
 
     @property
     def mean(self) -> np.ndarray:
@@ -87,17 +92,21 @@ class RunningMeanStd(nn.Module):
         """Merge ``batch`` of shape ``(n, *shape)`` into the statistics."""
         count = batch.shape[0]
         if count == 1:
-            mean, var = batch[0].astype(np.float64), 0.0
+            sample = batch[0].astype(np.float64)
+            self.stats.merge_(sample, 0.0, 1)
+            self.pending_sum += sample
+            self.pending_sum_sq += sample * sample
         else:
-            mean, var = batch.mean(axis=0, dtype=np.float64), batch.var(axis=0, dtype=np.float64)
-        self.stats.merge_(mean, var, count)
-        self.pending.merge_(mean, var, count)
+            self.stats.merge_(batch.mean(axis=0, dtype=np.float64), batch.var(axis=0, dtype=np.float64), count)
+            self.pending_sum += batch.sum(axis=0, dtype=np.float64)
+            self.pending_sum_sq += np.square(batch, dtype=np.float64).sum(axis=0)
+        self.pending_count[0] += count
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """``(x - mean) / sqrt(var + epsilon)``, clipped, as float32; ``x`` has shape ``(..., *shape)``."""
         normalized = (x - self.stats.mean) / np.sqrt(self.stats.var + self.epsilon)
-        if self.clip is not None:
-            normalized = np.clip(normalized, -self.clip, self.clip, out=normalized)
+        if self.clip is not None:  # np.minimum/maximum: np.clip's Python wrapper costs more than the math here
+            normalized = np.minimum(np.maximum(normalized, -self.clip, out=normalized), self.clip, out=normalized)
         return normalized.astype(np.float32)
 
     def sync(self, all_gather: AllGather, device: torch.device | str = "cpu") -> None:
@@ -106,15 +115,20 @@ class RunningMeanStd(nn.Module):
         ``all_gather`` maps a tensor of shape ``(k,)`` to the stacked tensors of all ranks, ``(world_size, k)``
         (``LightningModule.all_gather``; with one process it may return the tensor unchanged).
         """
-        pending = self.pending
-        packed = np.concatenate([pending.mean.ravel(), pending.var.ravel(), [pending.count]])
+        packed = np.concatenate([self.pending_sum.ravel(), self.pending_sum_sq.ravel(), self.pending_count])
         gathered = all_gather(torch.as_tensor(packed, dtype=torch.float64, device=device))
-        gathered = gathered.reshape(-1, packed.size).cpu().numpy()
-        size = pending.mean.size
-        for row in gathered:
-            self.synced.merge_(row[:size].reshape(self.shape), row[size : 2 * size].reshape(self.shape), float(row[-1]))
+        size = self.pending_sum.size
+        for row in gathered.reshape(-1, packed.size).cpu().numpy():
+            count = float(row[-1])
+            if count > 0:
+                mean = row[:size].reshape(self.shape) / count
+                var = np.maximum(row[size : 2 * size].reshape(self.shape) / count - mean**2, 0.0)
+                self.synced.merge_(mean, var, count)
         self.stats.copy_(self.synced)
-        self.pending = Moments(self.shape, var=0.0)
+        self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        self.pending_sum[...], self.pending_sum_sq[...], self.pending_count[0] = 0.0, 0.0, 0
 
     def get_extra_state(self) -> dict[str, Any]:
         """Statistics for ``state_dict``; pending batches are merged into the saved statistics."""
@@ -126,7 +140,7 @@ class RunningMeanStd(nn.Module):
             moments.mean[...] = state["mean"].cpu().numpy()
             moments.var[...] = state["var"].cpu().numpy()
             moments.count = float(state["count"])
-        self.pending = Moments(self.shape, var=0.0)
+        self._reset_pending()
 
 
 class RewardScaler(nn.Module):
@@ -160,7 +174,7 @@ class RewardScaler(nn.Module):
         self.return_rms.update(discounted_return)
         scaled = rewards / np.sqrt(self.return_rms.var + self.return_rms.epsilon)
         if self.clip is not None:
-            scaled = np.clip(scaled, -self.clip, self.clip)
+            scaled = np.minimum(np.maximum(scaled, -self.clip), self.clip)
         return scaled.astype(np.float32)
 
     def sync(self, all_gather: AllGather, device: torch.device | str = "cpu") -> None:

@@ -238,18 +238,15 @@ class PPO(RLModule):
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), entropy
 
-    @torch.no_grad()
-    def sample_actions(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Sampled actions ``(n, action_dim)`` or ``(n,)`` and their log-probabilities ``(n,)``."""
-        out = self.actor(obs)
+    def sampling_noise(self, num_steps: int) -> Tensor:
+        """Noise for a rollout, drawn at once: ``(num_steps, num_envs, action_dim)`` standard normal (Box) or
+        ``(num_steps, num_envs, num_actions)`` standard Gumbel (Discrete: ``argmax(logits + noise)`` samples the
+        categorical policy)."""
+        shape = (num_steps, self.num_envs, self.actor_logstd.numel() if self.continuous else self.action_space.n)
         if self.continuous:
-            noise = torch.randn(out.shape, generator=self.generator).to(out.device)
-            actions = out + self.actor_logstd.exp() * noise
-            log_prob = (-0.5 * noise**2 - self.actor_logstd - LOG_SQRT_2PI).sum(-1)
-            return actions, log_prob
-        log_probs = torch.log_softmax(out, dim=-1)
-        actions = torch.multinomial(log_probs.exp().cpu(), 1, generator=self.generator).to(out.device).squeeze(-1)
-        return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            return torch.randn(shape, generator=self.generator).to(self.device)
+        uniform = torch.rand(shape, generator=self.generator).clamp_(min=torch.finfo(torch.float32).tiny)
+        return (-(-uniform.log()).log()).to(self.device)
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
         """Actions as the env takes them: clipped to the Box bounds (the unclipped ones are learned from)."""
@@ -260,7 +257,7 @@ class PPO(RLModule):
                 f"The policy produced non-finite actions at env step {self.env_steps}; the run diverged "
                 "(with AlphaGrad, try a smaller alpha)"
             )
-        return np.clip(actions, self.action_space.low, self.action_space.high)
+        return np.minimum(np.maximum(actions, self.action_space.low), self.action_space.high)
 
     @torch.no_grad()
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
@@ -321,24 +318,26 @@ class PPO(RLModule):
     def collect_rollout(self) -> dict[str, Tensor]:
         """One rollout: tensors of shape ``(num_steps, num_envs, ...)`` and ``next_value`` of shape ``(num_envs,)``.
 
-        ``rewards`` hold the (scaled) rewards with ``gamma * V(final_obs)`` added on truncation; ``ends`` flag the
-        steps that ended an episode, so no value is bootstrapped across them.
+        Per env step only the actor runs; values and log-probabilities of the whole rollout come from one batched
+        forward pass afterwards (the parameters do not change during a rollout). ``rewards`` hold the (scaled) rewards
+        with ``gamma * V(final_obs)`` added on truncation; ``ends`` flag the steps that ended an episode, so no value
+        is bootstrapped across them.
         """
         num_steps, num_envs, device = self.num_steps, self.num_envs, self.device
         obs_buffer = torch.zeros((num_steps, num_envs, *self.observation_space.shape), device=device)
         action_shape = self.action_space.shape if self.continuous else ()
         actions_buffer = torch.zeros((num_steps, num_envs, *action_shape), device=device)
-        log_probs = torch.zeros((num_steps, num_envs), device=device)
-        values = torch.zeros((num_steps, num_envs), device=device)
         rewards = np.zeros((num_steps, num_envs), dtype=np.float32)
         ends = np.zeros((num_steps, num_envs), dtype=np.float32)
+        noise = self.sampling_noise(num_steps)
+        std = self.actor_logstd.exp() if self.continuous else None
+        truncated_steps, truncated_envs, truncated_obs = [], [], []
         next_obs = self.next_obs
         for step in range(num_steps):
             obs = torch.from_numpy(next_obs).to(device)
             obs_buffer[step] = obs
-            actions, log_prob = self.sample_actions(obs)
-            log_probs[step] = log_prob
-            values[step] = self.critic(obs).squeeze(-1)
+            out = self.actor(obs)
+            actions = out + std * noise[step] if self.continuous else (out + noise[step]).argmax(-1)
             actions_buffer[step] = actions
             raw_obs, reward, terminated, truncated, infos = self.envs.step(self.env_actions(actions.cpu().numpy()))
             done = np.logical_or(terminated, truncated)
@@ -350,19 +349,28 @@ class PPO(RLModule):
             bootstrap = np.flatnonzero(truncated & ~terminated)
             if bootstrap.size:
                 final_obs = final_observations(raw_obs, terminated, truncated, infos)[bootstrap]
-                final_obs = torch.from_numpy(self.normalize_obs(final_obs, update=False)).to(device)
-                rewards[step, bootstrap] += self.gamma * self.critic(final_obs).squeeze(-1).cpu().numpy()
+                truncated_steps += [step] * bootstrap.size
+                truncated_envs += bootstrap.tolist()
+                truncated_obs.append(self.normalize_obs(final_obs, update=False))
         self.next_obs = next_obs
         self.env_steps += self.global_batch_size
-        next_value = self.critic(torch.from_numpy(next_obs).to(device)).squeeze(-1)
+
+        flat_obs = obs_buffer.reshape(num_steps * num_envs, -1)
+        flat_actions = actions_buffer.reshape(num_steps * num_envs, *action_shape)
+        log_probs, _ = self.log_prob_and_entropy(flat_obs, flat_actions)
+        values = self.critic(flat_obs).reshape(num_steps, num_envs)
+        rewards = torch.from_numpy(rewards).to(device)
+        if truncated_obs:
+            final_values = self.critic(torch.from_numpy(np.concatenate(truncated_obs)).to(device)).squeeze(-1)
+            rewards[truncated_steps, truncated_envs] += self.gamma * final_values
         return {
             "obs": obs_buffer,
             "actions": actions_buffer,
-            "log_probs": log_probs,
+            "log_probs": log_probs.reshape(num_steps, num_envs),
             "values": values,
-            "rewards": torch.from_numpy(rewards).to(device),
+            "rewards": rewards,
             "ends": torch.from_numpy(ends).to(device),
-            "next_value": next_value,
+            "next_value": self.critic(torch.from_numpy(next_obs).to(device)).squeeze(-1),
         }
 
     def compute_advantages(self, rollout: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -389,7 +397,9 @@ class PPO(RLModule):
             group["lr"] = frac * group["initial_lr"]
         return optimizer.param_groups[0]["lr"]
 
-    def update(self, optimizer: torch.optim.Optimizer, schedulers: list[Any], loss: Tensor) -> None:
+    def update(
+        self, optimizer: torch.optim.Optimizer, schedulers: list[Any], params: list[nn.Parameter], loss: Tensor
+    ) -> None:
         """Backward (DDP averages gradients), optional clipping; steps only when every gradient is finite.
 
         Schedulers from ``configure_optimizers`` (e.g. the CLI's ``--lr_scheduler``, an alpha schedule) step once per
@@ -398,7 +408,7 @@ class PPO(RLModule):
         """
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        params = [p for p in self.parameters() if p.grad is not None]
+        params = [p for p in params if p.grad is not None]
         if self.max_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
         else:
@@ -429,6 +439,7 @@ class PPO(RLModule):
         b_log_probs, b_advantages = rollout["log_probs"].reshape(-1), advantages.reshape(-1)
         b_returns, b_values = returns.reshape(-1), rollout["values"].reshape(-1)
         clipfracs = []
+        params = [p for p in self.parameters() if p.requires_grad]
         for _epoch in range(self.update_epochs):
             permutation = torch.randperm(self.batch_size, generator=self.generator).to(self.device)
             for start in range(0, self.batch_size, self.minibatch_size):
@@ -458,7 +469,7 @@ class PPO(RLModule):
                     v_loss = 0.5 * v_loss_unclipped.mean()
                 entropy_loss = entropy.mean()
                 loss = pg_loss - self.ent_coef * entropy_loss + v_loss * self.vf_coef
-                self.update(optimizer, schedulers, loss)
+                self.update(optimizer, schedulers, params, loss)
 
             if self.target_kl is not None:
                 mean_kl = self.trainer.strategy.reduce(approx_kl.detach(), reduce_op="mean")

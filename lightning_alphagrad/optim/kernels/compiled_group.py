@@ -1,0 +1,130 @@
+"""A whole param group's step as one compiled graph, for the small networks of RL on a CPU.
+
+There, every eager op and every compiled call costs microseconds of dispatch, so the fastest step is one call into
+generated C++ that computes every gradient norm, the non-finite flag, tanh, momentum and the update of all tensors.
+The graph is traced once for the group's fixed shapes (``make_fx``) and compiled by inductor without dynamo, hence
+without guard checks on each call; the caller (``AlphaGrad``) guarantees what the guards would check: the same
+parameter tensors on the same storage, dense contiguous gradients of their dtype. Hyper-parameters enter as one
+tensor, so schedules never recompile. A non-finite gradient masks the whole update arithmetically (nothing moves)
+and is reported through the returned flag.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from lightning_alphagrad.optim.kernels.compiled import squash
+from lightning_alphagrad.optim.kernels.flat import FlatLayout
+
+__all__ = ["CompiledGroupStep", "compile_group_step"]
+
+
+@functools.lru_cache(maxsize=16)
+def compile_group_step(
+    shapes: tuple[tuple[int, ...], ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    momentum: bool,
+    nesterov: bool,
+    size_aware: bool,
+    fast_tanh: bool,
+) -> Callable[..., Tensor]:
+    """Trace and compile the group step for parameters of ``shapes`` (cached: equal networks share one graph).
+
+    The compiled function takes ``(*params_1d, *grads, *bufs_1d, hyper)`` with
+    ``hyper = [lr, signed alpha, eps, 1 - lr * weight_decay, keep, take, momentum]`` and returns the 0-d
+    "all gradients finite" flag; it updates params and buffers in place (not at all if the flag is false).
+    """
+    count = len(shapes)
+    numels = [math.prod(shape) for shape in shapes]
+    steepness = [math.sqrt(n) if size_aware else 1.0 for n in numels]
+
+    def step(*tensors: Tensor) -> Tensor:
+        params, grads = tensors[:count], tensors[count : 2 * count]
+        bufs, hyper = tensors[2 * count : 3 * count], tensors[-1]
+        lr, alpha, eps, decay, keep, take, look_ahead = hyper.unbind()
+        norms = [torch.linalg.vector_norm(g) for g in grads]
+        finite = torch.stack(norms).sum().isfinite()
+        for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
+            u = squash(grad.reshape(-1) * (alpha * steepness[i] / (norm + eps)), fast_tanh)
+            if momentum:
+                buf = bufs[i]
+                new_buf = buf * keep + take * u
+                buf.copy_(torch.where(finite, new_buf, buf))
+                u = u + look_ahead * new_buf if nesterov else new_buf
+            param.copy_(torch.where(finite, param * decay - lr * u, param))
+        return finite
+
+    # Example inputs are fresh tensors: tracing runs the ops.
+    def make(shape: tuple[int, ...]) -> Tensor:
+        return torch.rand(shape, dtype=dtype, device=device)
+
+    example = [
+        *(make((n,)) for n in numels),
+        *(make(shape) for shape in shapes),
+        *(make((n,)) for n in numels if momentum),
+        torch.zeros(7, dtype=dtype, device=device),
+    ]
+    with torch.no_grad():
+        graph = make_fx(step)(*example)
+        return torch._inductor.compile(graph, example)
+
+
+class CompiledGroupStep:
+    """The compiled step of one param group whose parameters are ``layout.params``.
+
+    Args:
+        layout: the group's flat layout; its momentum buffer (if ``momentum``) holds the state.
+        momentum: whether the group uses momentum; ``nesterov``, ``size_aware``, ``fast_tanh`` as in ``AlphaGrad``.
+    """
+
+    def __init__(self, layout: FlatLayout, momentum: bool, nesterov: bool, size_aware: bool, fast_tanh: bool) -> None:
+        self.layout = layout
+        self.flags = (momentum, nesterov, size_aware, fast_tanh)
+        first = layout.params[0]
+        shapes = tuple(tuple(p.shape) for p in layout.params)
+        self._compiled = compile_group_step(shapes, first.dtype, first.device, *self.flags)
+
+    def _inputs(self, grads: list[Tensor], hyper: Tensor, bufs: list[Tensor]) -> list[Tensor]:
+        return [*self.layout.param_views, *grads, *bufs, hyper]
+
+    def matches(self, momentum: bool, nesterov: bool, size_aware: bool, fast_tanh: bool) -> bool:
+        return self.flags == (momentum, nesterov, size_aware, fast_tanh)
+
+    def __call__(
+        self,
+        grads: list[Tensor],
+        has_buffer: bool,
+        *,
+        lr: float,
+        alpha: float,
+        momentum: float,
+        dampening: float,
+        weight_decay: float,
+        eps: float,
+        maximize: bool,
+    ) -> bool:
+        """Run the step (``grads`` checked by the caller); ``False`` when a gradient was not finite (nothing moved).
+
+        On the first momentum step (``has_buffer`` false) the layout's buffer is created as zeros and ``buf = u``.
+        """
+        layout = self.layout
+        first = layout.params[0]
+        bufs: list[Tensor] = []
+        if momentum > 0:
+            if not has_buffer:
+                layout.adopt(torch.zeros(sum(layout.numels), dtype=first.dtype, device=first.device))
+            bufs = layout.buffer_segments
+        keep, take = (momentum, 1 - dampening) if has_buffer else (0.0, 1.0)
+        hyper = torch.tensor(
+            [lr, -alpha if maximize else alpha, eps, 1 - lr * weight_decay, keep, take, momentum],
+            dtype=first.dtype,
+            device=first.device,
+        )
+        return bool(self._compiled(*self._inputs(grads, hyper, bufs)))

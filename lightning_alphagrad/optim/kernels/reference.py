@@ -1,0 +1,53 @@
+"""The reference kernel: one tensor at a time, written to be read. Every fast path is tested against it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_alphagrad.optim.functional import normalized_tanh_update
+
+__all__ = ["single_tensor_alphagrad"]
+
+
+def single_tensor_alphagrad(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor | None],
+    norms: list[Tensor],
+    *,
+    lr: float,
+    alpha: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+    eps: float,
+    size_aware: bool,
+    keep: Tensor | None,
+) -> None:
+    """Update ``params`` in place; new momentum buffers are written into ``bufs`` (``None`` entries).
+
+    ``norms`` are the gradients' L2 norms (see :func:`~lightning_alphagrad.optim.functional.grad_norm`); ``keep``
+    (0-d bool), if given, masks the whole update arithmetically instead of a branch (used inside ``torch.compile``).
+    """
+    for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
+        if keep is not None:
+            grad = torch.where(keep, grad, 0)
+        update = normalized_tanh_update(grad, alpha, eps, size_aware=size_aware, norm=norm).to(param.dtype)
+        if momentum > 0:
+            buf = bufs[i]
+            if buf is None:
+                buf = update.clone()
+                bufs[i] = buf
+            elif keep is None:
+                buf.mul_(momentum).add_(update, alpha=1 - dampening)
+            else:
+                buf.copy_(torch.where(keep, buf * momentum + update * (1 - dampening), buf))
+            update = update.add_(buf, alpha=momentum) if nesterov else buf
+        if keep is None:
+            if weight_decay != 0:
+                param.mul_(1 - lr * weight_decay)
+            param.add_(update, alpha=-lr)
+        else:
+            param.copy_(torch.where(keep, param * (1 - lr * weight_decay) - lr * update, param))

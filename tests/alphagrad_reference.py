@@ -1,0 +1,26 @@
+"""An independent AlphaGrad reference for the tests: the paper's update in plain tensor arithmetic, no library code."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def reference_steps(params, grads_per_step, *, lr, alpha, momentum=0.0, dampening=0.0, nesterov=False,
+                    weight_decay=0.0, eps=1e-8, maximize=False, size_aware=False):
+    """The paper's update for one param group, tensor by tensor, in plain arithmetic."""
+    params = [p.detach().clone() for p in params]
+    bufs = [None] * len(params)
+    for grads in grads_per_step:
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            g = -g if maximize else g
+            steep = alpha * math.sqrt(g.numel()) if size_aware else alpha
+            u = torch.tanh(steep * (g / (math.sqrt(float((g.double() ** 2).sum())) + eps)))
+            if momentum > 0:
+                bufs[i] = u.clone() if bufs[i] is None else momentum * bufs[i] + (1 - dampening) * u
+                direction = u + momentum * bufs[i] if nesterov else bufs[i]
+            else:
+                direction = u
+            params[i] = p * (1 - lr * weight_decay) - lr * direction
+    return params, bufs

@@ -1,0 +1,327 @@
+"""AlphaGrad's fast kernels (flat, compiled, foreach) against a reference loop written here, plus their contracts:
+state layout and checkpoints, the non-finite skip, param groups, memory, the fast tanh and compile stability."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from alphagrad_reference import reference_steps
+from torch.profiler import ProfilerActivity, profile
+
+from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad.optim.kernels import compiled as compiled_module
+from lightning_alphagrad.optim.kernels import exp_tanh, rational_tanh, sigmoid_tanh_
+from lightning_alphagrad.optim.kernels.compiled_group import compile_group_step
+
+torch.set_num_threads(1)
+
+SHAPES = [(7, 5), (5,), (3, 4, 2), (2,), (40, 30)]  # no 1-element tensor: keeps the compiled variants few
+
+
+def problem(dtype, steps=3, seed=0, shapes=SHAPES):
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    grads = [[torch.randn(s, generator=gen, dtype=dtype) * 10.0 ** (i % 4 - 2) for i, s in enumerate(shapes)]
+             for _ in range(steps)]
+    return params, grads
+
+
+def run(params0, grads_per_step, **kwargs):
+    params = [p.detach().clone().requires_grad_(True) for p in params0]
+    opt = AlphaGrad(params, **kwargs)
+    for grads in grads_per_step:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+    return params, opt
+
+
+def assert_matches(params, opt, expected, expected_bufs, tol):
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, atol=tol, rtol=0)
+    for p, e in zip(params, expected_bufs, strict=True):
+        if e is None:
+            assert "momentum_buffer" not in opt.state[p]
+        else:
+            torch.testing.assert_close(opt.state[p]["momentum_buffer"], e, atol=tol, rtol=0)
+
+
+CONFIGS = [
+    dict(lr=0.1, alpha=3.0),
+    dict(lr=0.05, alpha=98.0, momentum=0.9),
+    dict(lr=0.05, alpha=10.0, momentum=0.9, dampening=0.3, weight_decay=0.01, maximize=True),
+    dict(lr=0.02, alpha=2.0, momentum=0.8, nesterov=True, weight_decay=0.1, eps=1e-5),
+    dict(lr=0.02, alpha=0.7, momentum=0.5, size_aware=True),
+]
+
+
+@pytest.mark.parametrize("impl", ["flat", "foreach"])
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_eager_fast_paths_match_reference_with_exact_tanh(impl, config, dtype, tol):
+    params0, grads = problem(dtype)
+    expected, bufs = reference_steps(params0, grads, **config)
+    params, opt = run(params0, grads, impl=impl, fast_tanh=False, **config)
+    assert opt.last_impls == (impl,)
+    assert_matches(params, opt, expected, bufs, tol)
+
+
+# The compiled kernel compiles once per variant (momentum or not, Nesterov, exact or fast tanh, dtype): few cases.
+COMPILED_CASES = [
+    (torch.float64, False, 1e-12, dict(lr=0.05, alpha=10.0, momentum=0.9, dampening=0.3, weight_decay=0.01,
+                                       maximize=True, size_aware=True)),
+    (torch.float32, False, 1e-6, dict(lr=0.02, alpha=2.0, momentum=0.8, nesterov=True, weight_decay=0.1)),
+    (torch.float32, True, 2e-6, dict(lr=0.05, alpha=98.0, momentum=0.9)),
+    (torch.float32, True, 2e-6, dict(lr=0.1, alpha=3.0)),
+]
+
+
+@pytest.mark.parametrize("dtype,fast_tanh,tol,config", COMPILED_CASES)
+def test_compiled_path_matches_reference(dtype, fast_tanh, tol, config):
+    params0, grads = problem(dtype)
+    expected, bufs = reference_steps(params0, grads, **config)
+    params, opt = run(params0, grads, impl="compiled", fast_tanh=fast_tanh, **config)
+    assert opt.last_impls == ("compiled",)
+    assert_matches(params, opt, expected, bufs, tol)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[3]])
+def test_flat_path_with_fast_tanh_within_stated_tolerance(config):
+    """fast tanh: |error| < 1e-6 per step on u, so params and buffers stay within a few 1e-6 after three steps."""
+    params0, grads = problem(torch.float32)
+    expected, bufs = reference_steps(params0, grads, **config)
+    params, opt = run(params0, grads, impl="flat", fast_tanh=True, **config)
+    assert_matches(params, opt, expected, bufs, 2e-6)
+
+
+@pytest.mark.parametrize(
+    "fn", [rational_tanh, exp_tanh, lambda x: sigmoid_tanh_(2 * x)], ids=["rational", "exp", "sigmoid"]
+)
+def test_fast_tanh_max_abs_error_below_1e6(fn):
+    tiny = torch.logspace(-30, 1.5, 20_000)
+    x = torch.cat([torch.linspace(-40, 40, 400_001), tiny, -tiny, torch.tensor([0.0, -0.0, 1e-45, 3e38, -3e38])])
+    error = (fn(x.clone()) - torch.tanh(x)).abs().max().item()
+    assert error <= 1e-6
+    assert (fn(x.clone()).abs() <= 1).all()
+
+
+def test_flat_momentum_buffers_are_views_of_one_vector_and_edits_count():
+    params0, grads = problem(torch.float32, steps=3, seed=2)
+    params, opt = run(params0, grads[:1], lr=0.1, alpha=5.0, momentum=0.9, impl="flat")
+    bufs = [opt.state[p]["momentum_buffer"] for p in params]
+    assert len({b.untyped_storage().data_ptr() for b in bufs}) == 1
+    for b in bufs:  # zeroing the state from outside must act on the next step
+        b.zero_()
+    opt.state[params[0]]["momentum_buffer"] = torch.full_like(params[0], 0.5)  # and so must replacing a buffer
+    for p, g in zip(params, grads[1], strict=True):
+        p.grad = g.clone()
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    for i, (p, b, g) in enumerate(zip(params, before, grads[1], strict=True)):
+        u = torch.tanh(5.0 * g / (g.norm() + 1e-8))
+        old = 0.5 if i == 0 else 0.0
+        torch.testing.assert_close(p.detach(), b - 0.1 * (0.9 * old + u), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["flat", "compiled"])
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_nonfinite_gradient_skips_the_whole_step(impl, bad):
+    params0, grads = problem(torch.float32, steps=2, seed=3)
+    params = [p.clone().requires_grad_(True) for p in params0]
+    opt = AlphaGrad([{"params": params[:2]}, {"params": params[2:], "alpha": 7.0}], lr=0.1, alpha=2.0,
+                    momentum=0.9, impl=impl)
+    for p, g in zip(params, grads[0], strict=True):
+        p.grad = g.clone()
+    opt.step()
+    before = [p.detach().clone() for p in params]
+    bufs = [opt.state[p]["momentum_buffer"].clone() for p in params]
+    for p, g in zip(params, grads[1], strict=True):
+        p.grad = g.clone()
+    params[-1].grad[3, 2] = bad  # only the last group's gradient is bad: the first group must not move either
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step()
+    for p, b, buf in zip(params, before, bufs, strict=True):
+        assert torch.equal(p.detach(), b)
+        assert torch.equal(opt.state[p]["momentum_buffer"], buf)
+    assert opt.skipped_steps == 1
+
+
+@pytest.mark.parametrize("impl", ["flat", "compiled"])
+def test_param_groups_with_own_alpha_and_lr(impl):
+    params0, grads = problem(torch.float64, steps=2, seed=4)
+    groups = [dict(lr=0.1, alpha=50.0), dict(lr=0.02, alpha=0.5, momentum=0.9)]
+    expected_a, bufs_a = reference_steps(params0[:3], [g[:3] for g in grads], **groups[0])
+    expected_b, bufs_b = reference_steps(params0[3:], [g[3:] for g in grads], **groups[1])
+    params = [p.clone().requires_grad_(True) for p in params0]
+    opt = AlphaGrad([{"params": params[:3], **groups[0]}, {"params": params[3:], **groups[1]}], impl=impl,
+                    fast_tanh=False)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+    assert opt.last_impls == (impl, impl)
+    assert_matches(params, opt, expected_a + expected_b, bufs_a + bufs_b, 1e-12)
+
+
+def test_flat_path_follows_which_params_have_gradients():
+    """Odd parameters get their first gradient at step 1: the layout changes, momentum carries over, as in the
+    reference kernel (itself tested against the paper's formula)."""
+    params0, grads = problem(torch.float64, steps=4, seed=5)
+    twins = {impl: [p.clone().requires_grad_(True) for p in params0] for impl in ("flat", "reference")}
+    opts = {impl: AlphaGrad(ps, lr=0.1, alpha=4.0, momentum=0.9, impl=impl, fast_tanh=False)
+            for impl, ps in twins.items()}
+    for step, step_grads in enumerate(grads):
+        for impl, ps in twins.items():
+            for i, p in enumerate(ps):
+                p.grad = step_grads[i].clone() if step > 0 or i % 2 == 0 else None
+            opts[impl].step()
+    assert opts["flat"].last_impls == ("flat",)
+    for p, q in zip(twins["flat"], twins["reference"], strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), atol=1e-12, rtol=0)
+        torch.testing.assert_close(opts["flat"].state[p]["momentum_buffer"],
+                                   opts["reference"].state[q]["momentum_buffer"], atol=1e-12, rtol=0)
+
+
+def peak_bytes_during(step) -> int:
+    """Highest total of CPU bytes allocated and not yet freed while ``step`` runs (torch's profiler events)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+    events = prof.profiler.kineto_results.events()
+    events = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    total = peak = 0
+    for _, nbytes in events:
+        total += nbytes
+        peak = max(peak, total)
+    return peak
+
+
+@pytest.mark.parametrize(
+    "impl,momentum,nesterov",
+    [(impl, m, n) for impl in ("flat", "foreach") for m, n in ((0.0, False), (0.9, False), (0.9, True))]
+    + [("compiled", 0.9, True), ("compiled", 0.0, False)],
+)
+def test_peak_extra_memory_is_at_most_one_parameter_sized_temporary(impl, momentum, nesterov):
+    params = [torch.nn.Parameter(torch.randn(300, 200)), torch.nn.Parameter(torch.randn(200))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = AlphaGrad(params, lr=1e-3, alpha=5.0, momentum=momentum, nesterov=nesterov, impl=impl)
+    opt.step()  # creates the state
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    assert peak_bytes_during(opt.step) <= param_bytes + 1024  # + norms and scalars
+
+
+@pytest.mark.parametrize("impl", ["flat", "compiled", "foreach", "reference"])
+def test_state_bytes_per_parameter(impl):
+    params0, grads = problem(torch.float32, steps=2)
+    for momentum, expected in ((0.0, 0), (0.9, 4)):
+        params, opt = run(params0, grads, lr=0.1, alpha=2.0, momentum=momentum, impl=impl)
+        storages = {}
+        for p in params:
+            for value in opt.state[p].values():
+                storages[value.untyped_storage().data_ptr()] = value.untyped_storage().nbytes()
+        assert sum(storages.values()) == expected * sum(p.numel() for p in params)
+
+
+@pytest.mark.parametrize("groups", [1, 2])  # one group: one graph for the group; two: per-tensor kernels
+def test_schedules_changing_lr_and_alpha_do_not_recompile(groups):
+    params0, grads = problem(torch.float32, steps=6, seed=6)
+    params = [p.clone().requires_grad_(True) for p in params0]
+    split = [{"params": params[:2]}, {"params": params[2:]}] if groups == 2 else params
+    opt = AlphaGrad(split, lr=0.1, alpha=98.0, momentum=0.9, impl="compiled")
+    for step, step_grads in enumerate(grads):
+        if step == 2:
+            graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            builds = compile_group_step.cache_info().misses
+            group_step = opt._group_steps.get(0)
+        for group in opt.param_groups:
+            group["lr"], group["alpha"] = 0.1 / (step + 1), 98.0 * (step + 1)
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+    assert opt.last_impls == ("compiled",) * groups
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert compile_group_step.cache_info().misses == builds
+    assert opt._group_steps.get(0) is group_step
+
+
+def test_automatic_selection():
+    small = [torch.nn.Parameter(torch.randn(64, 17)), torch.nn.Parameter(torch.randn(64))]
+    large = [torch.nn.Parameter(torch.randn(600, 500))]  # over 2**18 elements
+    mixed = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(3, dtype=torch.float64))]
+    low = [torch.nn.Parameter(torch.randn(3, 2).bfloat16()), torch.nn.Parameter(torch.randn(3).bfloat16())]
+    for params, expected, kwargs in ((small, "flat", {}), (large, "compiled", {}), (mixed, "foreach", {}),
+                                     (low, "foreach", {}), (small, "reference", {"foreach": False}),
+                                     (small, "foreach", {"foreach": True})):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt = AlphaGrad(params, lr=1e-3, alpha=2.0, **kwargs)
+        opt.step()
+        assert opt.last_impls == (expected,)
+
+
+def test_selection_falls_back_when_compilation_fails(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    compiled_module.compiler_works.cache_clear()
+    monkeypatch.setattr(compiled_module, "_without_momentum", broken)
+    try:
+        p = torch.nn.Parameter(torch.randn(600, 500))
+        p.grad = torch.randn_like(p)
+        opt = AlphaGrad([p], lr=1e-3, alpha=2.0)
+        with pytest.warns(RuntimeWarning, match="unavailable"):
+            opt.step()
+        assert opt.last_impls == ("reference",)
+    finally:
+        compiled_module.compiler_works.cache_clear()
+
+
+def test_step_hooks_and_profiler_still_see_the_step():
+    p = torch.nn.Parameter(torch.randn(5))
+    p.grad = torch.randn(5)
+    opt = AlphaGrad([p], lr=0.1, alpha=1.0)
+    calls = []
+    opt.register_step_pre_hook(lambda *_: calls.append("pre"))
+    opt.register_step_post_hook(lambda *_: calls.append("post"))
+    opt.step()
+    assert calls == ["pre", "post"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            AlphaGrad([p], lr=0.1, alpha=1.0).step()
+    assert any(e.name == "Optimizer.step#AlphaGrad.step" for e in prof.events())
+
+
+def test_bad_impl_and_fast_tanh_are_rejected():
+    p = [torch.nn.Parameter(torch.randn(2))]
+    with pytest.raises(ValueError, match="impl"):
+        AlphaGrad(p, impl="fused")
+    with pytest.raises(ValueError, match="fast_tanh"):
+        AlphaGrad(p, fast_tanh="yes")
+    q = torch.nn.Parameter(torch.randn(2, dtype=torch.complex64))
+    q.grad = torch.randn_like(q)
+    with pytest.raises(RuntimeError, match="impl='flat'"):
+        AlphaGrad([q], impl="flat").step()
+
+
+def test_flat_layout_is_rebuilt_when_parameter_storage_moves():
+    params0, grads = problem(torch.float64, steps=2, seed=7)
+    params = [p.clone().requires_grad_(True) for p in params0]
+    opt = AlphaGrad(params, lr=0.1, alpha=3.0, impl="flat", fast_tanh=False)
+    for p, g in zip(params, grads[0], strict=True):
+        p.grad = g.clone()
+    opt.step()
+    moved = [p.detach().clone() for p in params]
+    for p, m in zip(params, moved, strict=True):
+        p.data = m  # what Module.to / load_state_dict(assign=True) do
+    for p, g in zip(params, grads[1], strict=True):
+        p.grad = g.clone()
+    opt.step()
+    expected, _ = reference_steps(params0, grads, lr=0.1, alpha=3.0)
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, atol=1e-12, rtol=0)
