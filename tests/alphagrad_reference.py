@@ -1,10 +1,13 @@
-"""An independent AlphaGrad reference for the tests: the paper's update in plain tensor arithmetic, no library code."""
+"""Test helpers: an independent AlphaGrad reference (the paper's update in plain tensor arithmetic, no library code)
+and a driver that steps the optimizer under test on recorded gradients."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+
+from lightning_alphagrad import AlphaGrad
 
 
 def reference_steps(params, grads_per_step, *, lr, alpha, momentum=0.0, dampening=0.0, nesterov=False,
@@ -24,3 +27,14 @@ def reference_steps(params, grads_per_step, *, lr, alpha, momentum=0.0, dampenin
                 direction = u
             params[i] = p * (1 - lr * weight_decay) - lr * direction
     return params, bufs
+
+
+def run(params0, grads_per_step, **kwargs):
+    """Step a fresh ``AlphaGrad(copies of params0, **kwargs)`` once per entry of ``grads_per_step``."""
+    params = [p.detach().clone().requires_grad_(True) for p in params0]
+    opt = AlphaGrad(params, **kwargs)
+    for grads in grads_per_step:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+    return params, opt

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from alphagrad_reference import reference_steps
+from alphagrad_reference import reference_steps, run
 from torch.profiler import ProfilerActivity, profile
 
 from lightning_alphagrad import AlphaGrad
@@ -29,16 +29,6 @@ def problem(dtype, steps=3, seed=0, shapes=SHAPES):
     grads = [[torch.randn(s, generator=gen, dtype=dtype) * 10.0 ** (i % 4 - 2) for i, s in enumerate(shapes)]
              for _ in range(steps)]
     return params, grads
-
-
-def run(params0, grads_per_step, **kwargs):
-    params = [p.detach().clone().requires_grad_(True) for p in params0]
-    opt = AlphaGrad(params, **kwargs)
-    for grads in grads_per_step:
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g.clone()
-        opt.step()
-    return params, opt
 
 
 def assert_matches(params, opt, expected, expected_bufs, tol):

@@ -8,19 +8,9 @@ import warnings
 
 import pytest
 import torch
-from alphagrad_reference import reference_steps
+from alphagrad_reference import reference_steps, run
 
 from lightning_alphagrad import AlphaGrad, NonFiniteGradientError
-
-
-def run_optimizer(params0, grads_per_step, **kwargs):
-    params = [p.detach().clone().requires_grad_(True) for p in params0]
-    opt = AlphaGrad(params, **kwargs)
-    for grads in grads_per_step:
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g.clone()
-        opt.step()
-    return params, opt
 
 
 def random_problem(dtype: torch.dtype, steps: int = 4, seed: int = 0):
@@ -47,7 +37,7 @@ CONFIGS = [
 def test_matches_reference(foreach, config, dtype, tol):
     params0, grads = random_problem(dtype)
     expected, expected_bufs = reference_steps(params0, grads, **config)
-    params, opt = run_optimizer(params0, grads, foreach=foreach, **config)
+    params, opt = run(params0, grads, foreach=foreach, **config)
     for p, e in zip(params, expected, strict=True):
         torch.testing.assert_close(p.detach(), e, atol=tol, rtol=0)
     for p, e in zip(params, expected_bufs, strict=True):
@@ -59,9 +49,9 @@ def test_matches_reference(foreach, config, dtype, tol):
 
 def test_state_is_conditional_on_momentum():
     params0, grads = random_problem(torch.float32, steps=2)
-    _, opt = run_optimizer(params0, grads, lr=0.1, alpha=2.0)
+    _, opt = run(params0, grads, lr=0.1, alpha=2.0)
     assert all(len(opt.state[p]) == 0 for group in opt.param_groups for p in group["params"])
-    _, opt = run_optimizer(params0, grads, lr=0.1, alpha=2.0, momentum=0.9)
+    _, opt = run(params0, grads, lr=0.1, alpha=2.0, momentum=0.9)
     for group in opt.param_groups:
         for p in group["params"]:
             assert list(opt.state[p]) == ["momentum_buffer"]
@@ -143,9 +133,9 @@ def test_closure_runs_with_grad_and_returns_loss():
 def test_state_dict_round_trip_is_bitwise(impl):
     params0, grads = random_problem(torch.float32, steps=6)
     kwargs = dict(lr=0.05, alpha=20.0, momentum=0.9, nesterov=True, weight_decay=0.01, impl=impl)
-    straight, _ = run_optimizer(params0, grads, **kwargs)
+    straight, _ = run(params0, grads, **kwargs)
 
-    first, opt = run_optimizer(params0, grads[:3], **kwargs)
+    first, opt = run(params0, grads[:3], **kwargs)
     saved = copy.deepcopy(opt.state_dict())
     resumed = [p.detach().clone().requires_grad_(True) for p in first]
     opt2 = AlphaGrad(resumed, **kwargs)
