@@ -7,8 +7,9 @@
 Every run is one ``lightning-alphagrad fit`` process (one torch thread each, ``--jobs`` at a time) writing a
 ``metrics.csv`` under ``OUT/<experiment>/<variant>/seed<k>/``; a finished run leaves ``result.json`` and is not run
 again, so an interrupted reproduction resumes where it stopped. At the end the script writes ``OUT/summary.md``
-(final return mean +- std over seeds, area under the return curve, diverged runs) and one figure per experiment
-mirroring the paper's (``OUT/<experiment>.png``: each AlphaGrad variant vs Adam, mean and a +-1 std band).
+(final return mean +- std over seeds, area under the return curve, collapses of the return, diverged runs) and one
+figure per experiment mirroring the paper's (``OUT/<experiment>.png``: each AlphaGrad variant vs Adam, mean and a
++-1 std band).
 """
 
 from __future__ import annotations
@@ -150,6 +151,17 @@ def area_under_curve(xs: np.ndarray, ys: np.ndarray) -> float:
     return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0])) if xs[-1] > xs[0] else float(ys.mean())
 
 
+def collapses(ys: np.ndarray, high: float = 0.8, low: float = 0.3) -> int:
+    """How often the return falls from the top ``1 - high`` to the bottom ``low`` of the run's range (instability)."""
+    lo, span, count, armed = ys.min(), ys.max() - ys.min(), 0, False
+    for y in ys:
+        if y >= lo + high * span:
+            armed = True
+        elif armed and y <= lo + low * span:
+            count, armed = count + 1, False
+    return count
+
+
 def execute(run: Run) -> dict:
     """Run one training process unless it already finished; returns its ``result.json`` contents."""
     result_file = run.out / "result.json"
@@ -177,8 +189,9 @@ def execute(run: Run) -> dict:
 def summarize(results: list[dict], runs: list[Run], out: Path, scale: str) -> Path:
     """Write ``summary.md`` and one figure per experiment."""
     lines = [f"# Reproduction summary (scale: {scale})", "",
-             "| experiment | variant | seeds | final return (mean +- std) | AUC (mean +- std) | diverged |",
-             "|---|---|---|---|---|---|"]
+             "| experiment | variant | seeds | final return (mean +- std) | AUC (mean +- std) | collapses per run "
+             "| diverged |",
+             "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r.experiment for r in runs):
         exp = EXPERIMENTS[name]
         by_variant: dict[str, list[dict]] = {}
@@ -189,8 +202,11 @@ def summarize(results: list[dict], runs: list[Run], out: Path, scale: str) -> Pa
             finals = np.array([r["final_return"] for r in group if not math.isnan(r["final_return"])])
             aucs = np.array([r["auc"] for r in group if not math.isnan(r["auc"])])
             fmt = (lambda a: f"{a.mean():.1f} +- {a.std():.1f}" if len(a) else "n/a")  # noqa: E731
+            curves = [read_curve(r.out / "metrics.csv", RETURN_KEY) for r in runs
+                      if r.experiment == name and r.variant == variant and (r.out / "metrics.csv").exists()]
+            drops = [collapses(ys) for _, ys in curves if len(ys)]
             lines.append(f"| {exp.title} | {variant} | {len(group)} | {fmt(finals)} | {fmt(aucs)} | "
-                         f"{sum(r['diverged'] for r in group)} |")
+                         f"{np.mean(drops) if drops else math.nan:.1f} | {sum(r['diverged'] for r in group)} |")
         files = {}
         for run in runs:
             if run.experiment == name and (run.out / "metrics.csv").exists():
