@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 
@@ -69,4 +68,13 @@ def test_config_errors_exit_nonzero_without_run_directory(tmp_path, bad, capsys)
     assert exc.value.code != 0
     assert "alpha" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    torch.manual_seed(0)  # the failed parse leaves no global state behind
+
+
+@pytest.mark.parametrize("model", ["PPO", "DQN", "TD3"])
+def test_unknown_env_exits_nonzero_without_run_directory(tmp_path, model, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--model", model, "--model.env_id", "NoSuchEnv-v0", "--trainer.default_root_dir",
+              str(tmp_path / "run")])
+    assert exc.value.code != 0
+    assert "env_id" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
