@@ -26,22 +26,9 @@ import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
+from bench_rl import raw_env_rate  # a sibling script
 
 warnings.filterwarnings("ignore")
-
-
-def raw_env_rate(env_id: str, steps: int = 5000) -> float:
-    """Env steps/s of random actions on one env: the ceiling of any single-env implementation."""
-    env = gym.make(env_id)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(steps)]
-    start = time.perf_counter()
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.perf_counter() - start)
 
 
 def timed(run: Callable[[], object], total: int) -> tuple[float, float]:
@@ -98,7 +85,7 @@ def run(algo: str, total: int | None = None, learning_starts: int | None = None,
     learning_starts = learning_starts if learning_starts is not None else total // 3
     env_id = "Hopper-v4" if algo == "td3" else "CartPole-v1"
     print(f"{algo} on {env_id}: {total} env steps per run, learning_starts {learning_starts}, 1 torch thread")
-    print(f"raw env stepping (ceiling): {raw_env_rate(env_id):.0f} steps/s")
+    print(f"raw env stepping (ceiling): {raw_env_rate(env_id, 5000):.0f} steps/s")
     rates: dict[str, list[float]] = {"ours": [], "sb3": []}
     for round_index in range(rounds):
         for name, measure in (("ours", ours), ("sb3", sb3)):
