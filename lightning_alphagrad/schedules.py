@@ -24,6 +24,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.optim.functional import normalized_tanh_update
 
 __all__ = [
@@ -39,16 +40,6 @@ __all__ = [
     "SequentialAlpha",
     "StepAlpha",
 ]
-
-
-def _check(
-    name: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
-) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is finite and inside the interval."""
-    inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not (math.isfinite(value) and inside):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"Invalid {name}: {value!r}; it must be finite and lie in {interval}")
 
 
 def _check_int(name: str, value: int, low: int) -> None:
@@ -112,7 +103,7 @@ class ConstantAlpha(FactorAlphaScheduler):
     """``alpha_t = factor * initial_alpha`` for every step (a fixed phase inside :class:`SequentialAlpha`)."""
 
     def __init__(self, optimizer: Optimizer, factor: float = 1.0, last_epoch: int = -1) -> None:
-        _check("factor", factor, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("factor", factor, 0.0, math.inf, low_open=True, high_open=True)
         self.constant = factor
         super().__init__(optimizer, last_epoch)
 
@@ -133,8 +124,8 @@ class LinearAlpha(FactorAlphaScheduler):
         total_iters: int = 1000,
         last_epoch: int = -1,
     ) -> None:
-        _check("start_factor", start_factor, 0.0, math.inf, low_open=True, high_open=True)
-        _check("end_factor", end_factor, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("start_factor", start_factor, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("end_factor", end_factor, 0.0, math.inf, low_open=True, high_open=True)
         _check_int("total_iters", total_iters, 1)
         self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
         super().__init__(optimizer, last_epoch)
@@ -159,8 +150,8 @@ class CosineAlpha(FactorAlphaScheduler):
     ) -> None:
         _check_int("warmup_iters", warmup_iters, 0)
         _check_int("total_iters", total_iters, warmup_iters + 1)
-        _check("end_factor", end_factor, 0.0, math.inf, low_open=True, high_open=True)
-        _check("warmup_start_factor", warmup_start_factor, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("end_factor", end_factor, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("warmup_start_factor", warmup_start_factor, 0.0, math.inf, low_open=True, high_open=True)
         self.total_iters, self.end_factor = total_iters, end_factor
         self.warmup_iters, self.warmup_start_factor = warmup_iters, warmup_start_factor
         super().__init__(optimizer, last_epoch)
@@ -187,9 +178,9 @@ class ExponentialAlpha(FactorAlphaScheduler):
         max_alpha: float = 1e6,
         last_epoch: int = -1,
     ) -> None:
-        _check("gamma", gamma, 0.0, math.inf, low_open=True, high_open=True)
-        _check("min_alpha", min_alpha, 0.0, math.inf, low_open=True, high_open=True)
-        _check("max_alpha", max_alpha, min_alpha, math.inf, high_open=True)
+        check_range("gamma", gamma, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("min_alpha", min_alpha, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("max_alpha", max_alpha, min_alpha, math.inf, high_open=True)
         self.gamma, self.min_alpha, self.max_alpha = gamma, min_alpha, max_alpha
         super().__init__(optimizer, last_epoch)
 
@@ -206,7 +197,7 @@ class StepAlpha(FactorAlphaScheduler):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.5, last_epoch: int = -1) -> None:
         _check_int("step_size", step_size, 1)
-        _check("gamma", gamma, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("gamma", gamma, 0.0, math.inf, low_open=True, high_open=True)
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)
 
@@ -225,7 +216,7 @@ class MultiStepAlpha(FactorAlphaScheduler):
             _check_int("milestones", m, 1)
         if any(b <= a for a, b in zip(milestones, milestones[1:], strict=False)):
             raise ValueError(f"Invalid milestones: {milestones}; they must be strictly increasing")
-        _check("gamma", gamma, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("gamma", gamma, 0.0, math.inf, low_open=True, high_open=True)
         self.milestones, self.gamma = milestones, gamma
         super().__init__(optimizer, last_epoch)
 
@@ -353,13 +344,13 @@ class SaturationTargetAlpha(AlphaScheduler):
         max_alpha: float = 1e4,
         last_epoch: int = -1,
     ) -> None:
-        _check("target", target, 0.0, 1.0, low_open=True, high_open=True)
-        _check("threshold", threshold, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("target", target, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("threshold", threshold, 0.0, 1.0, low_open=True, high_open=True)
         _check_int("every", every, 1)
-        _check("gain", gain, 0.0, math.inf, low_open=True, high_open=True)
-        _check("max_factor", max_factor, 1.0, math.inf, low_open=True, high_open=True)
-        _check("min_alpha", min_alpha, 0.0, math.inf, low_open=True, high_open=True)
-        _check("max_alpha", max_alpha, min_alpha, math.inf, high_open=True)
+        check_range("gain", gain, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("max_factor", max_factor, 1.0, math.inf, low_open=True, high_open=True)
+        check_range("min_alpha", min_alpha, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("max_alpha", max_alpha, min_alpha, math.inf, high_open=True)
         for i, group in enumerate(optimizer.param_groups):
             if "eps" not in group:
                 raise ValueError(f"Invalid optimizer: param_groups[{i}] has no 'eps' (use AlphaGrad)")

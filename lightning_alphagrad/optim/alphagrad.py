@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
+from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.optim.functional import upcast_dtype
 from lightning_alphagrad.optim.kernels import (
     CompiledGroupStep,
@@ -43,14 +44,6 @@ _log = logging.getLogger(__name__)
 
 class NonFiniteGradientError(RuntimeError):
     """Raised by :class:`AlphaGrad` with ``on_nonfinite="raise"`` when a gradient holds inf or NaN."""
-
-
-def _check_range(name: str, value: float, low: float, high: float, low_open: bool, high_open: bool) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is finite and inside the interval."""
-    inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not (math.isfinite(value) and inside):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"Invalid {name}: {value!r}; it must be finite and lie in {interval}")
 
 
 def _lean_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -176,12 +169,12 @@ class AlphaGrad(Optimizer):
 
     @staticmethod
     def _validate_group(group: dict[str, Any]) -> None:
-        _check_range("lr", float(group["lr"]), 0.0, math.inf, False, True)
-        _check_range("alpha", float(group["alpha"]), 0.0, math.inf, True, True)
-        _check_range("eps", float(group["eps"]), 0.0, math.inf, True, True)
-        _check_range("momentum", float(group["momentum"]), 0.0, 1.0, False, True)
-        _check_range("dampening", float(group["dampening"]), 0.0, 1.0, False, False)
-        _check_range("weight_decay", float(group["weight_decay"]), 0.0, math.inf, False, True)
+        check_range("lr", float(group["lr"]), 0.0, math.inf, high_open=True)
+        check_range("alpha", float(group["alpha"]), 0.0, math.inf, low_open=True, high_open=True)
+        check_range("eps", float(group["eps"]), 0.0, math.inf, low_open=True, high_open=True)
+        check_range("momentum", float(group["momentum"]), 0.0, 1.0, high_open=True)
+        check_range("dampening", float(group["dampening"]), 0.0, 1.0)
+        check_range("weight_decay", float(group["weight_decay"]), 0.0, math.inf, high_open=True)
         if group["impl"] not in IMPLS:
             raise ValueError(f"Invalid impl: {group['impl']!r}; it must be one of {', '.join(map(repr, IMPLS))}")
         if group["fast_tanh"] not in (None, True, False):

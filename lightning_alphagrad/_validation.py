@@ -1,0 +1,17 @@
+"""Argument checks shared by the optimizer and the schedules: a ``ValueError`` that names the argument and its range."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["check_range"]
+
+
+def check_range(
+    name: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is finite and inside the interval."""
+    inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not (math.isfinite(value) and inside):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"Invalid {name}: {value!r}; it must be finite and lie in {interval}")
