@@ -52,8 +52,8 @@ def ours(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
     return timed(lambda: trainer.fit(model), total)
 
 
-def sb3(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
-    """Env steps/s (CPU time, wall time) of Stable-Baselines3 over a whole ``learn`` of ``total`` env steps."""
+def sb3_model(algo: str, learning_starts: int, seed: int = 0) -> object:
+    """Stable-Baselines3's TD3 on Hopper-v4 or DQN on CartPole-v1 with the settings above."""
     from stable_baselines3 import DQN as SB3DQN
     from stable_baselines3 import TD3 as SB3TD3
     from stable_baselines3.common.noise import NormalActionNoise
@@ -61,20 +61,24 @@ def sb3(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
     if algo == "td3":
         env = gym.make("Hopper-v4")
         n = env.action_space.shape[0]
-        model = SB3TD3(
+        return SB3TD3(
             "MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=learning_starts,
             batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1,
             action_noise=NormalActionNoise(np.zeros(n), 0.1 * np.ones(n)), policy_delay=2, target_policy_noise=0.2,
-            target_noise_clip=0.5, policy_kwargs={"net_arch": [256, 256]}, seed=0, device="cpu",
+            target_noise_clip=0.5, policy_kwargs={"net_arch": [256, 256]}, seed=seed, device="cpu",
         )  # fmt: skip
-    else:
-        env = gym.make("CartPole-v1")
-        model = SB3DQN(
-            "MlpPolicy", env, learning_rate=2.5e-4, buffer_size=10_000, learning_starts=learning_starts,
-            batch_size=128, tau=1.0, gamma=0.99, train_freq=10, gradient_steps=1, target_update_interval=500,
-            exploration_fraction=0.5, exploration_initial_eps=1.0, exploration_final_eps=0.05, max_grad_norm=1e12,
-            policy_kwargs={"net_arch": [120, 84], "optimizer_kwargs": {"eps": 1e-5}}, seed=0, device="cpu",
-        )  # fmt: skip
+    env = gym.make("CartPole-v1")
+    return SB3DQN(
+        "MlpPolicy", env, learning_rate=2.5e-4, buffer_size=10_000, learning_starts=learning_starts,
+        batch_size=128, tau=1.0, gamma=0.99, train_freq=10, gradient_steps=1, target_update_interval=500,
+        exploration_fraction=0.5, exploration_initial_eps=1.0, exploration_final_eps=0.05, max_grad_norm=1e12,
+        policy_kwargs={"net_arch": [120, 84], "optimizer_kwargs": {"eps": 1e-5}}, seed=seed, device="cpu",
+    )  # fmt: skip
+
+
+def sb3(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
+    """Env steps/s (CPU time, wall time) of Stable-Baselines3 over a whole ``learn`` of ``total`` env steps."""
+    model = sb3_model(algo, learning_starts)
     return timed(lambda: model.learn(total), total)
 
 

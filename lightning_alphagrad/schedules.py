@@ -25,7 +25,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_alphagrad._validation import check_range
-from lightning_alphagrad.optim.functional import normalized_tanh_update
+from lightning_alphagrad.optim.grad_stats import step_grad_norms, update_magnitudes
 
 __all__ = [
     "AlphaScheduler",
@@ -316,7 +316,8 @@ class SaturationTargetAlpha(AlphaScheduler):
     With manual optimization, call ``scheduler.step()`` after ``opt.step()`` and before the next ``zero_grad()``
     (a step that finds no gradients leaves alpha unchanged and warns once).
 
-    Cost: one pass over the gradients and one device-to-host transfer every ``every`` steps. Determinism: the result
+    Cost: one pass over the gradients (plus their norms, shared with the monitoring callbacks when they log at the
+    same step) and one device-to-host transfer every ``every`` steps. Determinism: the result
     depends only on the gradients and the step count; under DDP the gradients are all-reduced (identical on every
     rank) before the optimizer step, so every rank computes the same alphas. Groups without gradients, or with
     non-finite gradients (a step AlphaGrad skips), keep their alpha. State: the alphas live in the optimizer's
@@ -387,21 +388,17 @@ class SaturationTargetAlpha(AlphaScheduler):
     @torch.no_grad()
     def _saturation_counts(self) -> list[tuple[float, float, int]] | None:
         """Per group: (saturated components, finite components, all components), with one device-to-host copy."""
+        entries, norms = step_grad_norms(self.optimizer)
+        magnitudes_of = update_magnitudes(self.optimizer, entries, norms)
         rows: list[torch.Tensor | None] = []
         totals: list[int] = []
-        for group in self.optimizer.param_groups:
-            updates = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = torch.view_as_real(p.grad) if torch.is_complex(p.grad) else p.grad
-                size_aware = group.get("size_aware", False)
-                updates.append(normalized_tanh_update(grad, group["alpha"], group["eps"], size_aware=size_aware))
+        for group_index in range(len(self.optimizer.param_groups)):
+            updates = [m for entry, m in zip(entries, magnitudes_of, strict=True) if entry.group_index == group_index]
             if not updates:
                 rows.append(None)
                 totals.append(0)
                 continue
-            magnitudes = torch.cat([u.to(updates[0].device).view(-1) for u in updates]).abs_()
+            magnitudes = torch.cat([u.to(updates[0].device) for u in updates])
             saturated = (magnitudes >= self.threshold).sum(dtype=torch.float64)
             rows.append(torch.stack([saturated, torch.isfinite(magnitudes).sum(dtype=torch.float64)]))
             totals.append(magnitudes.numel())

@@ -128,11 +128,11 @@ def reference_metrics(record: dict[str, Any], name: str) -> dict[str, float]:
             sat += float((u >= THRESHOLD).sum())
             abs_sum += float(u.sum())
             n += grad.numel()
-        metrics[f"grad_norm/{name}/{layer}"] = math.sqrt(sq)
+        metrics[f"grad_norm_unclipped/{name}/{layer}"] = math.sqrt(sq)
         metrics[f"saturation/{name}/{layer}"] = sat / n
         metrics[f"update_abs_mean/{name}/{layer}"] = abs_sum / n
         total_sq, total_sat, total_abs, total_n = total_sq + sq, total_sat + sat, total_abs + abs_sum, total_n + n
-    metrics[f"grad_norm/{name}/total"] = math.sqrt(total_sq)
+    metrics[f"grad_norm_unclipped/{name}/total"] = math.sqrt(total_sq)
     metrics[f"saturation/{name}/all"] = total_sat / total_n
     metrics[f"update_abs_mean/{name}/all"] = total_abs / total_n
     return metrics
@@ -194,13 +194,78 @@ def test_logged_values_equal_independent_computation(tmp_path: Path) -> None:
         reference = reference_metrics(record, "AlphaGrad")
         assert_matches(logged, reference, sizes)
         for name, grad, *_ in record["params"]:
-            assert logged[f"grad_norm/AlphaGrad/{name}"] == pytest.approx(float(grad.norm()), rel=1e-6)
+            assert logged[f"grad_norm_unclipped/AlphaGrad/{name}"] == pytest.approx(float(grad.norm()), rel=1e-6)
         assert logged["alpha/AlphaGrad/decay"] == record["group_alphas"][0] == 10.0
         assert logged["alpha/AlphaGrad/no_decay"] == 1.0
         # size-aware group of biases with 8, 3, 8 and 1 elements
         assert logged["alpha/AlphaGrad/no_decay/effective_min"] == pytest.approx(1.0)
         assert logged["alpha/AlphaGrad/no_decay/effective_max"] == pytest.approx(math.sqrt(8))
         assert any(0.0 < logged[k] < 1.0 for k in logged if k.startswith("saturation/"))
+
+
+def test_norms_are_logged_before_gradient_clipping(tmp_path: Path) -> None:
+    # clip to a tenth of the smallest norm: the logged (unclipped) norms stay the raw ones, and the saturation, which
+    # AlphaGrad's per-tensor normalization makes invariant to global-norm clipping, matches the raw gradients too
+    recorder = StepRecorder()
+    model = ActorCritic()
+    callbacks = [GradNormMonitor(), TanhSaturationMonitor(THRESHOLD), recorder]
+    trainer(tmp_path, callbacks, max_steps=4, log_every_n_steps=2, gradient_clip_val=1e-3).fit(model, make_loader(4))
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert sorted(rows) == [1, 3]
+    sizes = layer_sizes(model)
+    for record in recorder.records:
+        if record["step"] in rows:
+            logged = rows[record["step"]]
+            assert logged["grad_norm_unclipped/AlphaGrad/total"] > 100 * 1e-3
+            assert_matches(logged, reference_metrics(record, "AlphaGrad"), sizes)
+
+
+def test_monitors_and_adaptive_alpha_share_one_norm_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_alphagrad.optim.grad_stats as grad_stats
+
+    calls: list[int] = []
+    counted = grad_stats.grad_norms
+
+    def counting(grads: list[torch.Tensor], foreach: bool = True) -> list[torch.Tensor]:
+        calls.append(len(grads))
+        return counted(grads, foreach)
+
+    monkeypatch.setattr(grad_stats, "grad_norms", counting)
+
+    class Adaptive(ActorCritic):
+        def configure_optimizers(self) -> Any:
+            optimizer = super().configure_optimizers()
+            scheduler = SaturationTargetAlpha(optimizer, every=2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    model = Adaptive()
+    callbacks = [GradNormMonitor(), TanhSaturationMonitor(THRESHOLD)]
+    trainer(tmp_path, callbacks, max_steps=8, log_every_n_steps=4).fit(model, make_loader(8))
+    # logging steps 3 and 7 are also adaptive-alpha steps (every 2 from step 2: 1, 3, 5, 7 after stepping): the two
+    # monitors and the scheduler read one set of norms there; steps 1 and 5 compute them for the scheduler alone
+    assert calls == [8] * 4
+
+
+def test_shared_norms_follow_in_place_changes_and_new_gradients() -> None:
+    from lightning_alphagrad.optim.grad_stats import step_grad_norms
+
+    params = [nn.Parameter(torch.randn(3, 4, dtype=torch.float64)), nn.Parameter(torch.randn(5, dtype=torch.float64))]
+    optimizer = AlphaGrad(params, lr=0.1)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    _, first = step_grad_norms(optimizer)
+    assert step_grad_norms(optimizer)[1] is first  # the same gradients: the cached tensors
+    expected = [float(p.grad.norm()) for p in params]
+    assert [float(n) for n in first] == pytest.approx(expected, rel=1e-12)
+    params[0].grad.mul_(3.0)  # in place, like clipping
+    _, scaled = step_grad_norms(optimizer)
+    assert float(scaled[0]) == pytest.approx(3.0 * expected[0], rel=1e-12)
+    params[1].grad = torch.full_like(params[1], 2.0)  # a new gradient tensor
+    entries, fresh = step_grad_norms(optimizer)
+    assert float(fresh[1]) == pytest.approx(2.0 * math.sqrt(5.0), rel=1e-12)
+    params[0].grad = None
+    entries, fresh = step_grad_norms(optimizer)
+    assert len(entries) == len(fresh) == 1 and entries[0].param is params[1]
 
 
 def test_manual_optimization_with_two_optimizers_keys_each(tmp_path: Path) -> None:
@@ -211,8 +276,8 @@ def test_manual_optimization_with_two_optimizers_keys_each(tmp_path: Path) -> No
 
     rows = read_csv(tmp_path / "metrics.csv")
     # the critic steps every batch: logged at batches 3 and 7; the actor (even batches only) at its next step
-    critic_steps = sorted(s for s, r in rows.items() if "grad_norm/critic/total" in r)
-    actor_steps = sorted(s for s, r in rows.items() if "grad_norm/actor/total" in r)
+    critic_steps = sorted(s for s, r in rows.items() if "grad_norm_unclipped/critic/total" in r)
+    actor_steps = sorted(s for s, r in rows.items() if "grad_norm_unclipped/actor/total" in r)
     assert critic_steps == [3, 7] and actor_steps == [4, 8]
     assert sorted(s for s, r in rows.items() if "saturation/AlphaGrad-1/all" in r) == [3, 7]
     assert sorted(s for s, r in rows.items() if "saturation/AlphaGrad/all" in r) == [4, 8]
@@ -225,8 +290,8 @@ def test_manual_optimization_with_two_optimizers_keys_each(tmp_path: Path) -> No
         logged = rows[record["step"]]
         norms = reference_metrics(record, "actor" if is_actor else "critic")
         saturation = reference_metrics(record, "AlphaGrad" if is_actor else "AlphaGrad-1")
-        assert_matches(logged, {k: v for k, v in norms.items() if k.startswith("grad_norm/")}, sizes)
-        assert_matches(logged, {k: v for k, v in saturation.items() if not k.startswith("grad_norm/")}, sizes)
+        assert_matches(logged, {k: v for k, v in norms.items() if k.startswith("grad_norm_unclipped/")}, sizes)
+        assert_matches(logged, {k: v for k, v in saturation.items() if not k.startswith("grad_norm_unclipped/")}, sizes)
         checked += 1
     assert checked == 4
 
@@ -269,7 +334,7 @@ def test_fp16_mixed_precision_logs_unscaled_norms(tmp_path: Path) -> None:
     assert sorted(rows) == [1, 3]
     for step, row in rows.items():
         # fp16 forward vs fp32 forward: equal to a few 1e-3; a scaled norm would be 4096 times larger
-        assert row["grad_norm/AlphaGrad/total"] == pytest.approx(reference.total_norms[step], rel=2e-2)
+        assert row["grad_norm_unclipped/AlphaGrad/total"] == pytest.approx(reference.total_norms[step], rel=2e-2)
 
 
 class RankFileLogger(Logger):

@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name
 from lightning_alphagrad.optim.alphagrad import AlphaGrad
-from lightning_alphagrad.optim.functional import normalized_tanh_update
+from lightning_alphagrad.optim.grad_stats import step_grad_norms, update_magnitudes
 
 __all__ = ["TanhSaturationMonitor"]
 
@@ -30,8 +30,13 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
     - ``saturation/{optimizer}/{layer}``: fraction of components with ``|u| >= threshold``,
     - ``update_abs_mean/{optimizer}/{layer}``: mean of ``|u|`` over the components (in [0, 1)).
 
-    Other optimizers are skipped with one warning. Cost on a logging step: one pass over the gradients (norm, tanh, a
-    prefix sum) and one device-to-host transfer per optimizer.
+    The update is taken before Lightning's gradient clipping, like the norms; clipping by a global norm scales every
+    tensor alike, which the per-tensor normalization undoes, so the optimizer's update is the same up to ``eps``.
+
+    Other optimizers are skipped with one warning. Cost on a logging step: one pass over the gradients for the
+    update (tanh and a prefix sum) plus the per-tensor norms, which are computed once per step and shared with
+    :class:`GradNormMonitor` and :class:`~lightning_alphagrad.schedules.SaturationTargetAlpha`; one device-to-host
+    transfer per optimizer.
 
     Args:
         threshold: ``|u|`` from which a component counts as saturated, in (0, 1).
@@ -52,20 +57,14 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
                 self._warned.add(name)
                 rank_zero_warn(f"TanhSaturationMonitor: optimizer {name} is not AlphaGrad; it is not monitored")
             return {}
-        updates, layers = [], []
-        for group_index, group in enumerate(optimizer.param_groups):
-            for index, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                grad = torch.view_as_real(p.grad) if torch.is_complex(p.grad) else p.grad
-                size_aware = group.get("size_aware", False)
-                updates.append(normalized_tanh_update(grad, group["alpha"], group["eps"], size_aware=size_aware))
-                layers.append(layer_name(self.param_name(p, group_index, index)))
-        if not updates:
+        entries, norms = step_grad_norms(optimizer)
+        if not entries:
             return {}
+        layers = [layer_name(self.param_name(param, group_index, index)) for group_index, index, param, _ in entries]
+        updates = update_magnitudes(optimizer, entries, norms)
         sizes = [u.numel() for u in updates]
         device = updates[0].device
-        magnitudes = torch.cat([u.to(device).view(-1) for u in updates]).abs_()
+        magnitudes = torch.cat([u.to(device) for u in updates])
         per_component = torch.stack([(magnitudes >= self.threshold).to(magnitudes.dtype), magnitudes])
         ends = torch.tensor(list(itertools.accumulate(sizes)), device=device) - 1
         # prefix sums at the end of every tensor: (saturated components, sum of |u|); the one host transfer

@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from lightning_alphagrad._validation import check_range
-from lightning_alphagrad.optim.functional import upcast_dtype
+from lightning_alphagrad.optim.functional import grad_norms, indices_by_device_and_dtype
 from lightning_alphagrad.optim.kernels import (
     CompiledGroupStep,
     FlatLayout,
@@ -318,7 +318,7 @@ class AlphaGrad(Optimizer):
         """The step as ``torch.compile`` traces it: no host sync, a non-finite gradient masks the update."""
         gathered = [_gather(self.state, group, group["params"]) for group in self.param_groups]
         norms = [
-            _list_norms(grads, _use_foreach(group, grads))
+            grad_norms(grads, _use_foreach(group, grads))
             for group, (_, grads, _) in zip(self.param_groups, gathered, strict=True)
         ]
         all_norms = [n.to(torch.float64) for group_norms in norms for n in group_norms]
@@ -384,7 +384,7 @@ class _GroupStep:
         if self.impl in ("flat", "compiled"):
             self.impl = "foreach" if len(self.params) > 1 else "reference"
         self.params, self.grads, self.bufs = _gather(state, group, self.params)
-        self.norms = _list_norms(self.grads, self.impl == "foreach")
+        self.norms = grad_norms(self.grads, self.impl == "foreach")
         self.norm_sum = _sum_norms(self.norms)
         return self
 
@@ -498,27 +498,8 @@ def _use_foreach(group: dict[str, Any], grads: list[Tensor]) -> bool:
     return len(grads) > 1 and not torch.jit.is_scripting()
 
 
-def _list_norms(grads: list[Tensor], foreach: bool) -> list[Tensor]:
-    """Per-tensor L2 norms in each gradient's compute dtype (fp32 for fp16/bf16)."""
-    if not foreach:
-        return [torch.linalg.vector_norm(g, dtype=upcast_dtype(g.dtype)) for g in grads]
-    norms: list[Tensor | None] = [None] * len(grads)
-    for idx in _indices_by_device_and_dtype(grads):
-        dtype = upcast_dtype(grads[idx[0]].dtype)
-        for i, n in zip(idx, torch._foreach_norm([grads[i] for i in idx], 2, dtype=dtype), strict=True):
-            norms[i] = n
-    return norms  # type: ignore[return-value]
-
-
 def _sum_norms(norms: list[Tensor]) -> Tensor:
     """Sum of the norms in fp64 (finite exactly when every norm is), one stack per device and dtype."""
-    groups = _indices_by_device_and_dtype(norms)
+    groups = indices_by_device_and_dtype(norms)
     sums = [torch.stack([norms[i] for i in idx]).sum(dtype=torch.float64) for idx in groups]
     return sums[0] if len(sums) == 1 else torch.stack([s.to(sums[0].device) for s in sums]).sum()
-
-
-def _indices_by_device_and_dtype(tensors: list[Tensor]) -> list[list[int]]:
-    by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_kind.setdefault((t.device, t.dtype), []).append(i)
-    return list(by_kind.values())

@@ -17,7 +17,14 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["effective_alpha", "grad_norm", "normalized_tanh_update", "upcast_dtype"]
+__all__ = [
+    "effective_alpha",
+    "grad_norm",
+    "grad_norms",
+    "indices_by_device_and_dtype",
+    "normalized_tanh_update",
+    "upcast_dtype",
+]
 
 
 def upcast_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -33,6 +40,26 @@ def effective_alpha(alpha: float, numel: int, size_aware: bool) -> float:
 def grad_norm(grad: Tensor) -> Tensor:
     """L2 norm over all elements of ``grad`` as a 0-d tensor in ``upcast_dtype(grad.dtype)``."""
     return torch.linalg.vector_norm(grad, dtype=upcast_dtype(grad.dtype))
+
+
+def indices_by_device_and_dtype(tensors: list[Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), in order of first appearance (the foreach kernels' unit)."""
+    by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_kind.setdefault((t.device, t.dtype), []).append(i)
+    return list(by_kind.values())
+
+
+def grad_norms(grads: list[Tensor], foreach: bool = True) -> list[Tensor]:
+    """:func:`grad_norm` of every tensor in ``grads``; ``foreach``: one ``_foreach_norm`` per device and dtype."""
+    if not foreach:
+        return [grad_norm(g) for g in grads]
+    norms: list[Tensor | None] = [None] * len(grads)
+    for idx in indices_by_device_and_dtype(grads):
+        dtype = upcast_dtype(grads[idx[0]].dtype)
+        for i, n in zip(idx, torch._foreach_norm([grads[i] for i in idx], 2, dtype=dtype), strict=True):
+            norms[i] = n
+    return norms  # type: ignore[return-value]
 
 
 def normalized_tanh_update(

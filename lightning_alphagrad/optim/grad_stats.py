@@ -1,0 +1,85 @@
+"""Gradient statistics of one optimizer step, computed once and shared by the monitors and the adaptive alpha.
+
+:class:`~lightning_alphagrad.callbacks.GradNormMonitor`, :class:`~lightning_alphagrad.callbacks.TanhSaturationMonitor`
+and :class:`~lightning_alphagrad.schedules.SaturationTargetAlpha` all need the L2 norm of every gradient tensor of an
+optimizer. :func:`step_grad_norms` computes them on its first call and returns the same tensors to every later call
+that sees the same gradients: the same tensor objects (held by weak reference) with unchanged version counters, so an
+in-place change such as gradient clipping, or the next backward, triggers a fresh computation. With all three on, a
+logging step reads the gradients once for the norms and once for the update magnitudes.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lightning_alphagrad.optim.functional import grad_norms, normalized_tanh_update
+
+__all__ = ["GradEntry", "step_grad_norms", "update_magnitudes"]
+
+
+class GradEntry(NamedTuple):
+    """A parameter with a gradient: its param group, its index in the group, the parameter, its real gradient."""
+
+    group_index: int
+    index: int
+    param: Tensor
+    grad: Tensor  # complex gradients as their real view (..., 2), the way AlphaGrad updates them
+
+
+class _Cached(NamedTuple):
+    grads: list[weakref.ref[Tensor]]
+    versions: list[int]
+    norms: list[Tensor]
+
+
+_CACHE: weakref.WeakKeyDictionary[Optimizer, _Cached] = weakref.WeakKeyDictionary()
+
+
+def _entries(optimizer: Optimizer) -> list[GradEntry]:
+    entries = []
+    for group_index, group in enumerate(optimizer.param_groups):
+        for index, p in enumerate(group["params"]):
+            if p.grad is not None:
+                grad = torch.view_as_real(p.grad) if torch.is_complex(p.grad) else p.grad
+                entries.append(GradEntry(group_index, index, p, grad))
+    return entries
+
+
+@torch.no_grad()
+def step_grad_norms(optimizer: Optimizer) -> tuple[list[GradEntry], list[Tensor]]:
+    """Every parameter of ``optimizer`` with a gradient, and each gradient's L2 norm (0-d, fp32 for fp16/bf16).
+
+    Computed with one ``_foreach_norm`` per device and dtype and no host transfer; cached for the current gradients.
+    """
+    entries = _entries(optimizer)
+    grads = [p.grad for _, _, p, _ in entries]
+    versions = [g._version for g in grads]
+    cached = _CACHE.get(optimizer)
+    if (
+        cached is not None
+        and cached.versions == versions
+        and len(cached.grads) == len(grads)
+        and all(ref() is g for ref, g in zip(cached.grads, grads, strict=True))
+    ):
+        return entries, cached.norms
+    norms = grad_norms([entry.grad for entry in entries])
+    _CACHE[optimizer] = _Cached([weakref.ref(g) for g in grads], versions, norms)
+    return entries, norms
+
+
+@torch.no_grad()
+def update_magnitudes(optimizer: Optimizer, entries: list[GradEntry], norms: list[Tensor]) -> list[Tensor]:
+    """``|u|`` flattened, per entry: the update AlphaGrad makes from these gradients with each group's current
+    ``alpha``, ``eps`` and ``size_aware`` (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_update`)."""
+    magnitudes = []
+    for entry, norm in zip(entries, norms, strict=True):
+        group = optimizer.param_groups[entry.group_index]
+        size_aware = group.get("size_aware", False)
+        update = normalized_tanh_update(entry.grad, group["alpha"], group["eps"], size_aware=size_aware, norm=norm)
+        magnitudes.append(update.view(-1).abs_())
+    return magnitudes
