@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 
 from lightning_alphagrad import AlphaGrad
@@ -68,7 +69,7 @@ def test_epsilon_falls_linearly_over_the_exploration_fraction() -> None:
 
 
 def test_target_network_copies_every_frequency_after_learning_starts(tmp_path: object) -> None:
-    model = DQN(**{**SMALL, "train_frequency": 10})
+    model = DQN(**{**SMALL, "train_frequency": 10, "updates_per_training_step": 1})  # observed per update
     seen: list[tuple[int, bool, bool]] = []
 
     class Watch(L.Callback):
@@ -87,6 +88,24 @@ def test_target_network_copies_every_frequency_after_learning_starts(tmp_path: o
         assert unchanged == (not copied), env_steps
 
 
+def test_updates_per_training_step_leaves_the_run_unchanged(tmp_path: object) -> None:
+    # 3 updates per Lightning batch (the last batch partial: 610 env steps) vs one: the same 41 updates (after env
+    # steps 210, 220, ..., 610), target copies, exploration and data, so the same parameters
+    runs = {}
+    for updates in (1, 3):
+        model = DQN(**{**SMALL, "total_timesteps": 610, "updates_per_training_step": updates})
+        trainer = make_trainer(tmp_path)
+        trainer.fit(model)
+        runs[updates] = (model, trainer)
+    (one, one_trainer), (three, three_trainer) = runs[1], runs[3]
+    assert one.env_steps == three.env_steps == 610
+    # Lightning's global_step (and 'step'-interval schedulers) count batches: 61 and ceil(61 / 3)
+    assert (one_trainer.global_step, three_trainer.global_step) == (61, 21)
+    torch.testing.assert_close(params_of(three.q_network), params_of(one.q_network), rtol=0, atol=0)
+    torch.testing.assert_close(params_of(three.target_network), params_of(one.target_network), rtol=0, atol=0)
+    assert not torch.equal(params_of(three.target_network), params_of(three.q_network))  # last copy at 600
+
+
 # --------------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     ("kwargs", "name"),
@@ -98,6 +117,7 @@ def test_target_network_copies_every_frequency_after_learning_starts(tmp_path: o
         ({"loss": "l1"}, "loss"),
         ({"exploration_fraction": 0.0}, "exploration_fraction"),
         ({"train_frequency": 0}, "train_frequency"),
+        ({"updates_per_training_step": 0}, "updates_per_training_step"),
         ({"end_e": 2.0}, "end_e"),
     ],
 )
@@ -121,12 +141,17 @@ def test_learns_cartpole_quickly(tmp_path: object) -> None:
     model = DQN(**FAST, seed=1, log_interval=1000)
     returns: list[float] = []
 
-    class Record(L.Callback):
-        def on_train_batch_end(self, trainer: L.Trainer, module: DQN, *args: object) -> None:
-            if module.env_steps % 1000 == 0 and "charts/episodic_return" in trainer.callback_metrics:
-                returns.append(float(trainer.callback_metrics["charts/episodic_return"]))
+    class Record(Logger):  # the episode statistics logged every 1000 env steps
+        name, version = "record", "0"
 
-    make_trainer(tmp_path, callbacks=[Record()]).fit(model)
+        def log_hyperparams(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+            if "charts/episodic_return" in metrics:
+                returns.append(metrics["charts/episodic_return"])
+
+    make_trainer(tmp_path, logger=Record()).fit(model)
     assert len(returns) >= 10
     assert sum(returns[-3:]) / 3 >= 150.0  # a random policy averages ~22 on CartPole
 

@@ -29,6 +29,11 @@ class DQN(OffPolicyModule):
     linearly from ``start_e`` to ``end_e`` over ``exploration_fraction * total_timesteps`` env steps; one draw per
     vector step decides random or greedy for all sub-envs) and, after ``learning_starts`` env steps, returns the TD
     loss of one minibatch: automatic optimization, so ``--optimizer`` of the Lightning CLI can replace the optimizer.
+    One Lightning batch holds ``updates_per_training_step`` such updates: :meth:`optimizer_step` runs Lightning's
+    closure (``training_step``, backward) and the optimizer step once per update, so the Trainer's per-batch cost
+    (~1 ms on a CPU) is paid once per ``updates_per_training_step * train_frequency`` vector steps. Every update goes
+    through Lightning's optimizer step (precision, DDP gradient averaging, ``on_before_optimizer_step``, gradient
+    clipping) and counts in ``trainer.global_step``; batches count in ``log_every_n_steps``.
     The TD target is ``r + gamma * (1 - terminated) * max_a Q'(s', a)``, or with ``double_dqn``
     ``Q'(s', argmax_a Q(s', a))``; truncated episodes bootstrap from their final observation. Every
     ``target_network_frequency`` env steps (after ``learning_starts``) the target network moves to
@@ -50,7 +55,8 @@ class DQN(OffPolicyModule):
         end_e: final exploration probability.
         exploration_fraction: fraction of ``total_timesteps`` over which epsilon falls, in (0, 1].
         learning_starts: env steps before the first update, at most ``total_timesteps``.
-        train_frequency: vector-env steps per update (and per Lightning ``training_step``).
+        train_frequency: vector-env steps per update (and per ``training_step`` call).
+        updates_per_training_step: updates per Lightning batch (checkpoints and ``log_every_n_steps`` count batches).
         num_envs: sub-envs per rank.
         double_dqn: select the next action with the online network, evaluate it with the target network.
         loss: ``"mse"`` (CleanRL) or ``"huber"`` (smooth L1 with delta 1).
@@ -84,6 +90,7 @@ class DQN(OffPolicyModule):
         exploration_fraction: float = 0.5,
         learning_starts: int = 10_000,
         train_frequency: int = 10,
+        updates_per_training_step: int = 8,
         num_envs: int = 1,
         double_dqn: bool = False,
         loss: Literal["mse", "huber"] = "mse",
@@ -107,7 +114,8 @@ class DQN(OffPolicyModule):
         )  # fmt: skip
         self.save_hyperparameters(ignore=["q_network"])
         for name, value in (("target_network_frequency", target_network_frequency),
-                            ("train_frequency", train_frequency)):  # fmt: skip
+                            ("train_frequency", train_frequency),
+                            ("updates_per_training_step", updates_per_training_step)):  # fmt: skip
             check_arg(name, value, isinstance(value, int) and value > 0, "a positive int")
         check_arg("gamma", gamma, 0.0 <= gamma <= 1.0, "in [0, 1]")
         check_arg("tau", tau, 0.0 < tau <= 1.0, "in (0, 1]")
@@ -131,9 +139,10 @@ class DQN(OffPolicyModule):
             torch.manual_seed(seed)
             self.q_network = q_network or QNetwork(self.obs_dim, self.num_actions)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
-        self.vector_steps_per_training_step = train_frequency
+        self.vector_steps_per_training_step = train_frequency * updates_per_training_step
         self._epsilon_schedule = (start_e, end_e, exploration_fraction * total_timesteps)
-        self._target_update_due = False
+        self._batch_vector_steps = 0  # vector steps of the current Lightning batch
+        self._update_vector_steps = 0  # vector steps of the next training_step call (one update)
         self._update_due = False
         self._last_metrics: dict[str, Tensor] = {}
 
@@ -178,16 +187,14 @@ class DQN(OffPolicyModule):
         return loss_fn(q_values, td_target), q_values
 
     def training_step(self, batch_index: int) -> Tensor:
+        """The env steps of one update (``train_frequency`` vector steps) and, when an update is due, its TD loss."""
         hp = self.hparams
         env_steps_before = self.env_steps
         reason = None
-        for _ in range(self.chunk_length(batch_index)):
+        for _ in range(self._update_vector_steps):
             reason = self.env_step()
             if reason is not None:
                 break
-        # Lightning's DDP rejects a training_step that returns None: before learning starts the step returns a zero
-        # loss touching every parameter and ``optimizer_step`` runs its backward without stepping the optimizer.
-        loss = sum(p.sum() for p in self.q_network.parameters()) * 0.0
         if reason is None and self._update_due:
             loss, q_values = self.td_loss(self.replay_buffer.sample(self.batch_size))
             q_max = q_values.detach().abs().max()
@@ -196,6 +203,10 @@ class DQN(OffPolicyModule):
             elif bool(q_max > hp.max_abs_q):
                 reason = f"the Q-network diverged (|Q| = {float(q_max):.3g} > max_abs_q = {hp.max_abs_q:g})"
             self._last_metrics = {"losses/td_loss": loss.detach(), "losses/q_values": q_values.detach().mean()}
+        else:
+            # Lightning's DDP rejects a training_step that returns None: before learning starts the step returns a
+            # zero loss touching every parameter and ``optimizer_step`` runs its backward without stepping.
+            loss = sum(p.sum() for p in self.q_network.parameters()) * 0.0
         stop_on_divergence(self, reason)
         self.log_and_evaluate(env_steps_before, lambda: self._last_metrics)
         return loss
@@ -203,25 +214,33 @@ class DQN(OffPolicyModule):
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Gradients here are averaged over ranks already, so every rank takes the same decision.
         grads = [p.grad for p in self.q_network.parameters() if p.grad is not None]
-        finite = bool(torch.stack([g.abs().max() for g in grads]).isfinite().all())
+        finite = bool(torch.stack(torch._foreach_norm(grads)).sum().isfinite())
         stop_on_divergence(self, None if finite else "a gradient of the TD loss is not finite")
 
     def on_train_batch_start(self, batch: int, batch_idx: int) -> None:
-        # Known before the chunk runs (``optimizer_step`` wraps ``training_step``): whether this chunk ends past
-        # learning_starts (an update is due) and whether it crosses a multiple of target_network_frequency.
-        env_steps_after = self.env_steps + self.chunk_length(batch) * self.env_steps_per_vector_step
-        self._update_due = env_steps_after > self.learning_resumes_at
-        frequency = self.hparams.target_network_frequency
-        crossed = env_steps_after // frequency != self.env_steps // frequency
-        self._target_update_due = self._update_due and crossed
+        self._batch_vector_steps = self.chunk_length(batch)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
-        if self._update_due:
-            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        else:
-            optimizer_closure()  # training_step and the backward of its zero loss; the optimizer does not step
-        # CleanRL: after the update of a global step that is a multiple of target_network_frequency.
-        if self._target_update_due:
-            with torch.no_grad():
-                target_params, online_params = list(self.target_network.parameters()), list(self.q_network.parameters())
-                torch._foreach_lerp_(target_params, online_params, self.hparams.tau)
+        """The batch's updates: per update, ``train_frequency`` vector steps and the TD loss's backward (Lightning's
+        closure runs ``training_step``), the optimizer step once learning has started, and the target update."""
+        hp = self.hparams
+        remaining = self._batch_vector_steps
+        while remaining > 0:
+            self._update_vector_steps = min(hp.train_frequency, remaining)
+            remaining -= self._update_vector_steps
+            # Known before the env steps run: whether they end past learning_starts (an update is due) and whether
+            # they cross a multiple of target_network_frequency.
+            env_steps_after = self.env_steps + self._update_vector_steps * self.env_steps_per_vector_step
+            self._update_due = env_steps_after > self.learning_resumes_at
+            frequency = hp.target_network_frequency
+            target_update_due = self._update_due and env_steps_after // frequency != self.env_steps // frequency
+            if self._update_due:
+                super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+            else:
+                optimizer_closure()  # training_step and the backward of its zero loss; the optimizer does not step
+            # CleanRL: after the update of a global step that is a multiple of target_network_frequency.
+            if target_update_due:
+                with torch.no_grad():
+                    target_params = list(self.target_network.parameters())
+                    online_params = list(self.q_network.parameters())
+                    torch._foreach_lerp_(target_params, online_params, hp.tau)

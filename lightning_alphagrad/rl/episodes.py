@@ -39,8 +39,9 @@ class EpisodeTracker:
 class EpisodeStatistics(nn.Module):
     """Mean return and length of the episodes finished since the last :meth:`compute`, over all DDP ranks.
 
-    :meth:`compute` is a collective call under DDP (every rank must call it) and returns an empty dict when no rank
-    finished an episode.
+    :meth:`update` only appends to host lists (a few microseconds per finished episode); :meth:`compute` feeds them
+    to the torchmetrics once and syncs. It is a collective call under DDP (every rank must call it) and returns an
+    empty dict when no rank finished an episode.
     """
 
     def __init__(self) -> None:
@@ -48,23 +49,23 @@ class EpisodeStatistics(nn.Module):
         self.episodic_return = MeanMetric()
         self.episodic_length = MeanMetric()
         self.episodes = SumMetric()
+        self._returns: list[float] = []
+        self._lengths: list[float] = []
 
     def update(self, returns: np.ndarray, lengths: np.ndarray) -> None:
         """Record finished episodes: ``returns`` and ``lengths`` of shape ``(num_done,)``."""
-        if len(returns) == 0:
-            return
-        device = self.episodic_return.device  # the metrics follow the module to its accelerator
-        self.episodic_return.update(torch.as_tensor(returns, dtype=torch.float64, device=device))
-        self.episodic_length.update(torch.as_tensor(lengths, dtype=torch.float64, device=device))
-        self.episodes.update(float(len(returns)))
+        if len(returns):
+            self._returns.extend(returns.tolist())
+            self._lengths.extend(lengths.tolist())
 
     def compute(self) -> dict[str, Tensor]:
         """``{"charts/episodic_return", "charts/episodic_length"}`` over all ranks, then reset; ``{}`` if none."""
-        # An empty update marks the metrics as updated: ranks that finished no episode join the sync without warnings.
-        device = self.episodic_return.device
-        self.episodic_return.update(torch.empty(0, dtype=torch.float64, device=device))
-        self.episodic_length.update(torch.empty(0, dtype=torch.float64, device=device))
-        self.episodes.update(0.0)
+        # Also when this rank finished no episode: an update (maybe empty) marks the metrics as updated, so every
+        # rank joins the sync without warnings.
+        device = self.episodic_return.device  # the metrics follow the module to its accelerator
+        self.episodic_return.update(torch.tensor(self._returns, dtype=torch.float64, device=device))
+        self.episodic_length.update(torch.tensor(self._lengths, dtype=torch.float64, device=device))
+        self.episodes.update(float(len(self._returns)))
         count = self.episodes.compute()
         stats = {}
         if count > 0:
@@ -77,6 +78,8 @@ class EpisodeStatistics(nn.Module):
 
     def reset(self) -> None:
         """Forget the recorded episodes."""
+        self._returns.clear()
+        self._lengths.clear()
         self.episodic_return.reset()
         self.episodic_length.reset()
         self.episodes.reset()
