@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from ddp_script import run_on_two_ranks
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
@@ -215,26 +217,11 @@ def test_diverged_q_network_stops_with_a_last_good_checkpoint(tmp_path: object) 
 
 
 # --------------------------------------------------------------------------------------------------------- DDP
-class DDPResult(L.Callback):
-    """Writes each rank's parameters and replay contents after fit (module level: ddp_spawn pickles it)."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-
-    def on_train_end(self, trainer: L.Trainer, module: DQN) -> None:
-        result = {"params": params_of(module), "obs": module.replay_buffer.obs[:20].clone(),
-                  "env_steps": module.env_steps}  # fmt: skip
-        torch.save(result, os.path.join(self.directory, f"rank{trainer.global_rank}.pt"))
-
-
-def test_ddp_keeps_ranks_identical(tmp_path: object) -> None:
-    model = DQN(**SMALL, optimizer="alphagrad")
-    initial = params_of(model)
-    trainer = make_trainer(
-        tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[DDPResult(str(tmp_path))]
-    )
-    trainer.fit(model)
-    ranks = [torch.load(os.path.join(str(tmp_path), f"rank{r}.pt")) for r in range(2)]
-    assert torch.equal(ranks[0]["params"], ranks[1]["params"]) and not torch.equal(ranks[0]["params"], initial)
-    assert not torch.equal(ranks[0]["obs"], ranks[1]["obs"])
+def test_ddp_keeps_ranks_identical(tmp_path: Path) -> None:
+    ranks = run_on_two_ranks("dqn", "ddp", tmp_path)  # strategy="ddp" re-runs its script per rank
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert torch.equal(ranks[0]["before"], ranks[1]["before"])
+    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
+    assert not torch.equal(ranks[0]["params"], ranks[0]["before"])
+    assert not torch.equal(ranks[0]["replay_obs"], ranks[1]["replay_obs"])  # each rank has its own envs and buffer
     assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 600

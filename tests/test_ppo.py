@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from ddp_script import run_on_two_ranks
 from gymnasium import spaces
 from lightning.pytorch.cli import LightningCLI
 
@@ -376,11 +374,7 @@ def test_cartpole_learns_within_30k_steps() -> None:
 
 
 def test_ddp_subprocess_two_ranks_identical_params(tmp_path: Path) -> None:
-    """``strategy="ddp"`` re-runs its script per rank, so the run lives in ``tests/ddp_ppo_script.py``."""
-    script = Path(__file__).with_name("ddp_ppo_script.py")
-    environment = {**os.environ, "PYTHONPATH": str(script.parent.parent)}
-    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, env=environment, timeout=300)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = run_on_two_ranks("ppo", "ddp", tmp_path)  # strategy="ddp" re-runs its script per rank
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     assert torch.equal(ranks[0]["before"], ranks[1]["before"])
     assert torch.equal(ranks[0]["params"], ranks[1]["params"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from ddp_script import run_on_two_ranks
 from torch import Tensor, nn
 
 from lightning_alphagrad import AlphaGrad
@@ -243,33 +245,18 @@ def test_diverged_critic_stops_before_the_bad_update(tmp_path: object) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- DDP
-class DDPResult(L.Callback):
-    """Writes each rank's parameters and replay contents after fit (module level: ddp_spawn pickles it)."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-
-    def on_train_end(self, trainer: L.Trainer, module: TD3) -> None:
-        result = {"params": params_of(module), "obs": module.replay_buffer.obs[:20].clone(),
-                  "env_steps": module.env_steps, "updates": module.critic_updates}  # fmt: skip
-        torch.save(result, os.path.join(self.directory, f"rank{trainer.global_rank}.pt"))
-
-
-def test_plain_ddp_keeps_ranks_identical(tmp_path: object) -> None:
-    torch.manual_seed(0)
-    model = small_td3(optimizer="alphagrad", alpha=20.0)
-    initial = params_of(model)
-    trainer = make_trainer(
-        tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[DDPResult(str(tmp_path))]
-    )
-    trainer.fit(model)
-    ranks = [torch.load(os.path.join(str(tmp_path), f"rank{r}.pt")) for r in range(2)]
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_plain_ddp_keeps_ranks_identical(tmp_path: Path, strategy: str) -> None:
+    # no find_unused_parameters flag: the critic's loss never touches the actor, the module averages gradients itself
+    ranks = run_on_two_ranks("td3", strategy, tmp_path)
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert torch.equal(ranks[0]["before"], ranks[1]["before"])
     assert torch.equal(ranks[0]["params"], ranks[1]["params"])
-    assert not torch.equal(ranks[0]["params"], initial)
-    assert not torch.equal(ranks[0]["obs"], ranks[1]["obs"])  # each rank has its own envs and buffer
+    assert not torch.equal(ranks[0]["params"], ranks[0]["before"])
+    assert not torch.equal(ranks[0]["replay_obs"], ranks[1]["replay_obs"])  # each rank has its own envs and buffer
     # 240 env steps over 2 ranks: global_step g = 0, 2, ..., 238 per vector step; updates for g > 80 (g = 82..238).
     assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 240
-    assert ranks[0]["updates"] == ranks[1]["updates"] == 79
+    assert ranks[0]["critic_updates"] == ranks[1]["critic_updates"] == 79
 
 
 def test_lightning_cli_injects_both_optimizers() -> None:
