@@ -141,6 +141,37 @@ def test_nonfinite_gradient_skips_the_whole_step(impl, bad):
     assert opt.skipped_steps == 1
 
 
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize(("weight_decay", "nesterov"), [(0.0, False), (0.1, True)])
+def test_whole_group_graph_leaves_params_and_buffers_bitwise_unchanged_on_a_bad_gradient(bad, weight_decay, nesterov):
+    params0, grads = problem(torch.float32, steps=3, seed=5)
+    params = [p.clone().requires_grad_(True) for p in params0]
+    opt = AlphaGrad(params, lr=0.1, alpha=3.0, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay,
+                    impl="compiled")  # fmt: skip
+    for p, g in zip(params, grads[0], strict=True):
+        p.grad = g.clone()
+    opt.step()
+    assert opt.last_impls == ("compiled",) and 0 in opt._group_steps  # one graph for the whole group
+    before = [p.detach().clone() for p in params]
+    bufs = [opt.state[p]["momentum_buffer"].clone() for p in params]
+    for p, g in zip(params, grads[1], strict=True):
+        p.grad = g.clone()
+    params[0].grad.view(-1)[1] = bad
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step()
+    for p, b, buf in zip(params, before, bufs, strict=True):
+        assert torch.equal(p.detach(), b)
+        assert torch.equal(opt.state[p]["momentum_buffer"], buf)
+    expected, expected_bufs = reference_steps(params0, [grads[0], grads[2]], lr=0.1, alpha=3.0, momentum=0.9,
+                                              nesterov=nesterov, weight_decay=weight_decay)  # fmt: skip
+    for p, g in zip(params, grads[2], strict=True):  # the next good step continues as if the bad one never came
+        p.grad = g.clone()
+    opt.step()
+    for p, e, e_buf in zip(params, expected, expected_bufs, strict=True):
+        torch.testing.assert_close(p.detach(), e, atol=2e-6, rtol=0)
+        torch.testing.assert_close(opt.state[p]["momentum_buffer"], e_buf, atol=2e-6, rtol=0)
+
+
 @pytest.mark.parametrize("impl", ["flat", "compiled"])
 def test_param_groups_with_own_alpha_and_lr(impl):
     params0, grads = problem(torch.float64, steps=2, seed=4)

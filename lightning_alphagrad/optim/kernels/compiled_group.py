@@ -34,12 +34,18 @@ def compile_group_step(
     nesterov: bool,
     size_aware: bool,
     fast_tanh: bool,
+    weight_decay: bool,
 ) -> Callable[..., Tensor]:
     """Trace and compile the group step for parameters of ``shapes`` (cached: equal networks share one graph).
 
     The compiled function takes ``(*params_1d, *grads, *bufs_1d, hyper)`` with
     ``hyper = [lr, signed alpha, eps, 1 - lr * weight_decay, keep, take, momentum]`` and returns the 0-d
-    "all gradients finite" flag; it updates params and buffers in place (not at all if the flag is false).
+    "all gradients finite" flag; it updates params and buffers in place (not at all if the flag is false). Without
+    ``weight_decay`` the graph leaves out the multiplication by ``hyper[3]`` (then 1).
+
+    Masking costs one select per element: when a gradient is not finite, the scaled gradient is replaced by zeros
+    (so ``u = 0``) and the step's coefficients by the identity (``lr = take = 0``, ``keep = decay = 1``), which leaves
+    params and buffers bitwise unchanged.
     """
     count = len(shapes)
     numels = [math.prod(shape) for shape in shapes]
@@ -51,14 +57,18 @@ def compile_group_step(
         lr, alpha, eps, decay, keep, take, look_ahead = hyper.unbind()
         norms = [torch.linalg.vector_norm(g) for g in grads]
         finite = torch.stack(norms).sum().isfinite()
+        zero, one = torch.zeros_like(lr), torch.ones_like(lr)
+        lr, take = torch.where(finite, lr, zero), torch.where(finite, take, zero)
+        keep, decay = torch.where(finite, keep, one), torch.where(finite, decay, one)
         for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
-            u = squash(grad.reshape(-1) * (alpha * steepness[i] / (norm + eps)), fast_tanh)
+            scaled = torch.where(finite, grad.reshape(-1) * (alpha * steepness[i] / (norm + eps)), zero)
+            u = squash(scaled, fast_tanh)
             if momentum:
                 buf = bufs[i]
                 new_buf = buf * keep + take * u
-                buf.copy_(torch.where(finite, new_buf, buf))
+                buf.copy_(new_buf)
                 u = u + look_ahead * new_buf if nesterov else new_buf
-            param.copy_(torch.where(finite, param * decay - lr * u, param))
+            param.copy_((param * decay if weight_decay else param) - lr * u)
         return finite
 
     # Example inputs are fresh tensors: tracing runs the ops.
@@ -89,8 +99,8 @@ class CompiledGroupStep:
         self.layout = layout
         self.flags = (momentum, nesterov, size_aware, fast_tanh)
         first = layout.params[0]
-        shapes = tuple(tuple(p.shape) for p in layout.params)
-        self._compiled = compile_group_step(shapes, first.dtype, first.device, *self.flags)
+        self._graph_key = (tuple(tuple(p.shape) for p in layout.params), first.dtype, first.device, *self.flags)
+        self._graphs: dict[bool, Callable[..., Tensor]] = {}  # by "weight decay is on"
         self._hyper_values: list[float] = []
         self._hyper = torch.empty(0)
 
@@ -129,4 +139,8 @@ class CompiledGroupStep:
         if values != self._hyper_values:  # a new tensor only when a value changed (e.g. by a schedule)
             self._hyper = torch.tensor(values, dtype=first.dtype, device=first.device)
             self._hyper_values = values
-        return bool(self._compiled(*self._inputs(grads, self._hyper, bufs)))
+        decay = weight_decay != 0
+        graph = self._graphs.get(decay)
+        if graph is None:
+            graph = self._graphs[decay] = compile_group_step(*self._graph_key, decay)
+        return bool(graph(*self._inputs(grads, self._hyper, bufs)))
