@@ -29,14 +29,19 @@ def squash(x: Tensor, fast_tanh: bool) -> Tensor:
     return rational_tanh(x) if x.dtype == torch.float32 else exp_tanh(x)
 
 
-def _update_without_momentum(param: Tensor, grad: Tensor, scale: Tensor, hyper: Tensor, fast_tanh: bool) -> None:
-    """``param <- decay * param - lr * tanh(scale * grad)``; ``hyper = [lr, decay, ...]``, all 1-D views."""
+def _update_without_momentum(
+    param: Tensor, grad: Tensor, scale: Tensor, hyper: Tensor, fast_tanh: bool, decay: bool
+) -> None:
+    """``param <- decay * param - lr * tanh(scale * grad)``; ``hyper = [lr, decay, ...]``, all 1-D views.
+
+    ``decay`` False (no weight decay) leaves the multiplication out of the loop.
+    """
     u = squash(grad * scale, fast_tanh)
-    param.copy_(param * hyper[1] - hyper[0] * u)
+    param.copy_((param * hyper[1] if decay else param) - hyper[0] * u)
 
 
 def _update_with_momentum(
-    param: Tensor, grad: Tensor, buf: Tensor, scale: Tensor, hyper: Tensor, nesterov: bool, fast_tanh: bool
+    param: Tensor, grad: Tensor, buf: Tensor, scale: Tensor, hyper: Tensor, nesterov: bool, fast_tanh: bool, decay: bool
 ) -> None:
     """``buf <- keep * buf + take * u``, then ``param <- decay * param - lr * direction``.
 
@@ -47,7 +52,7 @@ def _update_with_momentum(
     new_buf = buf * hyper[2] + hyper[3] * u
     buf.copy_(new_buf)
     direction = u + hyper[4] * new_buf if nesterov else new_buf
-    param.copy_(param * hyper[1] - hyper[0] * direction)
+    param.copy_((param * hyper[1] if decay else param) - hyper[0] * direction)
 
 
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,8 +70,8 @@ def compiler_works(device_type: str, dtype: torch.dtype) -> bool:
         param, grad, buf = (torch.ones(3, dtype=dtype, device=device_type) for _ in range(3))
         hyper = torch.zeros(5, dtype=dtype, device=device_type)
         scale = torch.ones((), dtype=dtype, device=device_type)
-        _without_momentum(param, grad, scale, hyper, True)
-        _with_momentum(param, grad, buf, scale, hyper, False, True)
+        _without_momentum(param, grad, scale, hyper, True, False)
+        _with_momentum(param, grad, buf, scale, hyper, False, True, False)
     except Exception as error:  # any compiler/toolchain failure means: use the eager kernels
         warnings.warn(
             f"AlphaGrad: torch.compile is unavailable here ({type(error).__name__}: {error}); "
@@ -107,6 +112,7 @@ def compiled_alphagrad(
     steeps = numels.sqrt_().mul_(steep) if size_aware else steep
     scales = torch.div(steeps, norms.add(eps)).unbind()
     decay = 1 - lr * weight_decay
+    decays = weight_decay != 0
     for i, (param, grad, scale) in enumerate(zip(params, grads, scales, strict=True)):
         flat_param, flat_grad = param.detach().view(-1), grad.reshape(-1)
         if momentum > 0:
@@ -115,7 +121,8 @@ def compiled_alphagrad(
                 bufs[i] = torch.zeros_like(param, memory_format=torch.contiguous_format)
             keep, take = (0.0, 1.0) if first_step else (momentum, 1 - dampening)
             hyper = torch.tensor([lr, decay, keep, take, momentum], dtype=first.dtype, device=first.device)
-            _with_momentum(flat_param, flat_grad, bufs[i].view(-1), scale, hyper, nesterov, fast_tanh)  # type: ignore[union-attr]
+            buf = bufs[i].view(-1)  # type: ignore[union-attr]
+            _with_momentum(flat_param, flat_grad, buf, scale, hyper, nesterov, fast_tanh, decays)
         else:
             hyper = torch.tensor([lr, decay], dtype=first.dtype, device=first.device)
-            _without_momentum(flat_param, flat_grad, scale, hyper, fast_tanh)
+            _without_momentum(flat_param, flat_grad, scale, hyper, fast_tanh, decays)
