@@ -2,12 +2,14 @@
 
 The PPO networks of the paper (actor 17-64-64-6 tanh with a state-independent log-std, critic 17-64-64-1 tanh)
 train on synthetic minibatches of 64 with the PPO clipped loss and AlphaGrad (alpha 196, momentum 0.9, eps 1e-5).
-Two Lightning runs alternate round by round: without callbacks, and with GradNormMonitor + TanhSaturationMonitor +
-AlphaMonitor; both log the loss and write a CSV log every ``log_every_n_steps`` steps. The wall time of a training
+Three Lightning runs alternate round by round (in a rotating order): ``plain`` without callbacks, ``empty`` with
+three callbacks that do nothing (what Lightning's per-hook dispatch costs for any three callbacks), and
+``monitored`` with GradNormMonitor + TanhSaturationMonitor + AlphaMonitor; all log the loss and write a CSV log every
+``log_every_n_steps`` steps. The wall time of a training
 step is the time between consecutive ``on_train_batch_start`` calls (data, forward, backward, optimizer, callbacks,
-logging); the first steps of each run are left out as warm-up. Prints per-round ratios, the ratios of the total CPU
-and wall times, and the ratio of the typical step (lower quartile of the per-step wall times of logging and of other
-steps, weighted 1 : log_every - 1), which other processes on a shared machine disturb least.
+logging); the first steps of each run are left out as warm-up. Prints per-round CPU times, the ratios of the total
+CPU and wall times to ``plain``, and the ratios of the typical step (lower quartile of the per-step wall times of
+logging and of other steps, weighted 1 : log_every - 1), which other processes on a shared machine disturb least.
 
     python benchmarks/bench_callbacks.py --rounds 20 --steps 500
 """
@@ -116,10 +118,17 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def timed_run(steps: int, log_every: int, monitored: bool, data: SyntheticRollouts) -> StepTimer:
-    """Times ``steps`` training steps (past a warm-up of 20) with or without the three monitors."""
+ARMS = ("plain", "empty", "monitored")
+
+
+def timed_run(steps: int, log_every: int, arm: str, data: SyntheticRollouts) -> StepTimer:
+    """Times ``steps`` training steps (past a warm-up of 20) with the callbacks of ``arm`` (one of ``ARMS``)."""
     timer = StepTimer(warmup=20, log_every=log_every)
-    callbacks: list[pl.Callback] = [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()] if monitored else []
+    callbacks: list[pl.Callback] = {
+        "plain": [],
+        "empty": [pl.Callback(), pl.Callback(), pl.Callback()],
+        "monitored": [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()],
+    }[arm]
     with tempfile.TemporaryDirectory() as log_dir:
         trainer = pl.Trainer(
             accelerator="cpu",
@@ -138,45 +147,42 @@ def timed_run(steps: int, log_every: int, monitored: bool, data: SyntheticRollou
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20, help="alternating pairs of runs")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds of one run per arm")
     parser.add_argument("--steps", type=int, default=500, help="timed training steps per run (a multiple of 50)")
     parser.add_argument("--log-every", type=int, default=50, help="log_every_n_steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = SyntheticRollouts(args.steps + 21)
-    timed_run(100, args.log_every, True, data)  # warm up imports and allocator
-    totals = {(clock, monitored): 0.0 for clock in ("wall", "cpu") for monitored in (False, True)}
-    steps: dict[tuple[bool, bool], list[float]] = {(m, log): [] for m in (False, True) for log in (False, True)}
+    timed_run(100, args.log_every, "monitored", data)  # warm up imports and allocator
+    totals = {(clock, arm): 0.0 for clock in ("wall", "cpu") for arm in ARMS}
+    steps: dict[tuple[str, bool], list[float]] = {(arm, log): [] for arm in ARMS for log in (False, True)}
     for round_index in range(args.rounds):
-        order = (False, True) if round_index % 2 == 0 else (True, False)
-        timers = {monitored: timed_run(args.steps, args.log_every, monitored, data) for monitored in order}
-        for monitored, timer in timers.items():
-            totals["wall", monitored] += timer.wall
-            totals["cpu", monitored] += timer.cpu
+        shift = round_index % len(ARMS)
+        order = ARMS[shift:] + ARMS[:shift]
+        timers = {arm: timed_run(args.steps, args.log_every, arm, data) for arm in order}
+        for arm, timer in timers.items():
+            totals["wall", arm] += timer.wall
+            totals["cpu", arm] += timer.cpu
             for logging_step in (False, True):
-                steps[monitored, logging_step] += timer.steps[logging_step]
-        print(
-            f"round {round_index:2d}: CPU ms/step plain {1e3 * timers[False].cpu / args.steps:.3f}, monitored "
-            f"{1e3 * timers[True].cpu / args.steps:.3f}, ratio {timers[True].cpu / timers[False].cpu:.4f} | "
-            f"wall ratio {timers[True].wall / timers[False].wall:.4f}"
-        )
-    timed_steps = args.rounds * args.steps
+                steps[arm, logging_step] += timer.steps[logging_step]
+        per_step = ", ".join(f"{arm} {1e3 * timers[arm].cpu / args.steps:.3f}" for arm in ARMS)
+        print(f"round {round_index:2d}: CPU ms/step {per_step}", flush=True)
     for clock in ("cpu", "wall"):
-        plain, monitored = totals[clock, False], totals[clock, True]
-        print(
-            f"{clock:4s} time totals: plain {1e3 * plain / timed_steps:.3f} ms/step, monitored "
-            f"{1e3 * monitored / timed_steps:.3f} ms/step, ratio {monitored / plain:.4f}"
-        )
+        ratios = ", ".join(f"{arm} {totals[clock, arm] / totals[clock, 'plain']:.4f}" for arm in ARMS[1:])
+        print(f"{clock:4s} time totals / plain: {ratios}")
     # Robust to other processes: the lower quartile of the per-step wall times, logging and other steps weighted
     # as in training (1 in log_every).
     typical = {}
-    for monitored in (False, True):
-        other, logging = (1e3 * quantile(steps[monitored, log], 0.25) for log in (False, True))
-        typical[monitored] = ((args.log_every - 1) * other + logging) / args.log_every
-        name = "monitored" if monitored else "plain"
-        print(f"lower-quartile step, {name}: other steps {other:.3f} ms, logging steps {logging:.3f} ms")
-    print(f"typical step: plain {typical[False]:.3f} ms, monitored {typical[True]:.3f} ms")
-    print(f"ratio (lower-quartile steps) {typical[True] / typical[False]:.4f} (target <= 1.03)")
+    for arm in ARMS:
+        other, logging = (1e3 * quantile(steps[arm, log], 0.25) for log in (False, True))
+        typical[arm] = ((args.log_every - 1) * other + logging) / args.log_every
+        print(f"lower-quartile step, {arm}: other steps {other:.3f} ms, logging steps {logging:.3f} ms")
+    print("typical step: " + ", ".join(f"{arm} {typical[arm]:.3f} ms" for arm in ARMS))
+    print(
+        f"ratio (lower-quartile steps): monitored / plain {typical['monitored'] / typical['plain']:.4f} "
+        f"(target <= 1.03); empty / plain {typical['empty'] / typical['plain']:.4f}; "
+        f"monitored / empty {typical['monitored'] / typical['empty']:.4f} (the monitors' own work)"
+    )
 
 
 if __name__ == "__main__":

@@ -303,8 +303,8 @@ class SaturationTargetAlpha(AlphaScheduler):
 
     Every ``every`` steps it computes, from the gradients still held in ``p.grad`` (Lightning calls
     ``scheduler.step()`` right after ``optimizer.step()`` and before the next ``zero_grad``), the update exactly as
-    AlphaGrad does (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_update` with the group's alpha, eps
-    and size_aware) and the saturation ``s`` = fraction of components with ``|u| >= threshold`` over all tensors of
+    AlphaGrad does (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_updates` with the group's alpha,
+    eps and size_aware) and the saturation ``s`` = fraction of components with ``|u| >= threshold`` over all tensors of
     the group. Then
 
     ``alpha <- clamp(alpha * exp(clamp(gain * (target - s) / target, -log(max_factor), log(max_factor))),

@@ -19,8 +19,9 @@ __all__ = ["TanhSaturationMonitor"]
 class TanhSaturationMonitor(OptimizerStepMonitor):
     """Logs, for AlphaGrad optimizers, the saturated fraction and the mean ``|u|`` of the update, on logging steps.
 
-    ``u = tanh(alpha_t * g / (||g|| + eps))`` is computed per tensor by
-    :func:`~lightning_alphagrad.optim.functional.normalized_tanh_update`, the function the optimizer uses, with each
+    ``u = tanh(alpha_t * g / (||g|| + eps))`` is computed for every tensor by
+    :func:`~lightning_alphagrad.optim.functional.normalized_tanh_updates`, the function of the optimizer's foreach
+    kernel (tested equal to the reference kernel's per-tensor ``normalized_tanh_update``), with each
     group's current ``alpha``, ``eps`` and ``size_aware``, on the gradients the step receives (see
     :class:`~lightning_alphagrad.callbacks.GradNormMonitor` for which ones). A fraction near 1 means AlphaGrad acts
     as sign descent on that layer, near 0 (with small mean ``|u|``) as normalized SGD.

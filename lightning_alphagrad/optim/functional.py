@@ -23,6 +23,7 @@ __all__ = [
     "grad_norms",
     "indices_by_device_and_dtype",
     "normalized_tanh_update",
+    "normalized_tanh_updates",
     "upcast_dtype",
 ]
 
@@ -81,3 +82,28 @@ def normalized_tanh_update(
         norm = grad_norm(grad)
     normalized = grad.to(norm.dtype) / (norm + eps)
     return normalized.mul_(effective_alpha(alpha, grad.numel(), size_aware)).tanh_()
+
+
+def normalized_tanh_updates(
+    grads: list[Tensor], norms: list[Tensor], alpha: float, eps: float, *, size_aware: bool = False
+) -> list[Tensor]:
+    """:func:`normalized_tanh_update` of every tensor of ``grads`` (one device and dtype), as ``_foreach`` ops.
+
+    Args:
+        grads: gradients of one param group, all on one device with one dtype.
+        norms: their L2 norms (0-d, ``upcast_dtype`` of the gradients), as from :func:`grad_norms`.
+        alpha, eps, size_aware: the group's hyper-parameters.
+
+    Returns:
+        New tensors ``u`` in ``upcast_dtype(grads[0].dtype)``, shaped like ``grads``; the foreach kernel's update.
+    """
+    compute = upcast_dtype(grads[0].dtype)
+    if compute != grads[0].dtype:
+        grads = [g.to(compute) for g in grads]
+    updates = torch._foreach_div(grads, torch._foreach_add(norms, eps))
+    if size_aware:
+        torch._foreach_mul_(updates, [effective_alpha(alpha, g.numel(), True) for g in grads])
+    else:
+        torch._foreach_mul_(updates, alpha)
+    torch._foreach_tanh_(updates)
+    return updates

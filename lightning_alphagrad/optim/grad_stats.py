@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_alphagrad.optim.functional import grad_norms, normalized_tanh_update
+from lightning_alphagrad.optim.functional import grad_norms, normalized_tanh_updates
 
 __all__ = ["GradEntry", "step_grad_norms", "update_magnitudes"]
 
@@ -75,11 +75,22 @@ def step_grad_norms(optimizer: Optimizer) -> tuple[list[GradEntry], list[Tensor]
 @torch.no_grad()
 def update_magnitudes(optimizer: Optimizer, entries: list[GradEntry], norms: list[Tensor]) -> list[Tensor]:
     """``|u|`` flattened, per entry: the update AlphaGrad makes from these gradients with each group's current
-    ``alpha``, ``eps`` and ``size_aware`` (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_update`)."""
-    magnitudes = []
-    for entry, norm in zip(entries, norms, strict=True):
-        group = optimizer.param_groups[entry.group_index]
-        size_aware = group.get("size_aware", False)
-        update = normalized_tanh_update(entry.grad, group["alpha"], group["eps"], size_aware=size_aware, norm=norm)
-        magnitudes.append(update.view(-1).abs_())
-    return magnitudes
+    ``alpha``, ``eps`` and ``size_aware``
+    (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_updates`, the foreach kernel's function)."""
+    magnitudes: list[Tensor | None] = [None] * len(entries)
+    batches: dict[tuple[int, torch.device, torch.dtype], list[int]] = {}
+    for i, entry in enumerate(entries):
+        batches.setdefault((entry.group_index, entry.grad.device, entry.grad.dtype), []).append(i)
+    for (group_index, _, _), indices in batches.items():
+        group = optimizer.param_groups[group_index]
+        updates = normalized_tanh_updates(
+            [entries[i].grad for i in indices],
+            [norms[i] for i in indices],
+            group["alpha"],
+            group["eps"],
+            size_aware=group.get("size_aware", False),
+        )
+        torch._foreach_abs_(updates)
+        for i, update in zip(indices, updates, strict=True):
+            magnitudes[i] = update.reshape(-1)
+    return magnitudes  # type: ignore[return-value]

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_alphagrad.optim.functional import effective_alpha, upcast_dtype
+from lightning_alphagrad.optim.functional import normalized_tanh_updates
 
 __all__ = ["foreach_alphagrad"]
 
@@ -35,18 +35,10 @@ def foreach_alphagrad(
         [params, grads, bufs, norms], with_indices=True  # type: ignore[list-item]
     )
     for (_device, _dtype), ((dev_params, dev_grads, dev_bufs, dev_norms), indices) in grouped.items():
-        compute = upcast_dtype(dev_grads[0].dtype)
         if keep is not None:
             dev_grads = [torch.where(keep, g, 0) for g in dev_grads]
-        if compute != dev_grads[0].dtype:
-            dev_grads = [g.to(compute) for g in dev_grads]
-        updates = torch._foreach_div(dev_grads, torch._foreach_add(dev_norms, eps))
-        if size_aware:
-            torch._foreach_mul_(updates, [effective_alpha(alpha, g.numel(), True) for g in dev_grads])
-        else:
-            torch._foreach_mul_(updates, alpha)
-        torch._foreach_tanh_(updates)
-        if compute != dev_params[0].dtype:
+        updates = normalized_tanh_updates(dev_grads, dev_norms, alpha, eps, size_aware=size_aware)
+        if updates[0].dtype != dev_params[0].dtype:
             updates = [u.to(dev_params[0].dtype) for u in updates]
 
         if momentum > 0:
