@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--optimizer", choices=("adam", "alphagrad"), default="adam")
     parser.add_argument("--alpha", type=float, default=None)
+    parser.add_argument("--adam-eps", type=float, default=None, help="Adam epsilon (default: the module's)")
     parser.add_argument("--eval-interval", type=int, default=0)
     parser.add_argument("--last-episodes", type=int, default=10)
     parser.add_argument("--out", default="runs")
@@ -41,6 +42,8 @@ def main() -> None:
     kwargs = dict(env_id=args.env_id, total_timesteps=args.total_timesteps, seed=args.seed, optimizer=args.optimizer)
     if args.alpha is not None:
         kwargs["alpha"] = args.alpha
+    if args.adam_eps is not None:
+        kwargs["adam_eps"] = args.adam_eps
     if args.algo == "td3":
         from lightning_alphagrad.rl.td3 import TD3
 
@@ -50,6 +53,8 @@ def main() -> None:
 
         model = DQN(log_interval=1000, **kwargs)
     name = f"{args.algo}-{args.env_id}-{args.optimizer}-seed{args.seed}"
+    if args.adam_eps is not None:
+        name += f"-adam_eps{args.adam_eps:g}"
     logger = CSVLogger(args.out, name=name)
     callbacks = [StopAtEnvStep(args.stop_at)] if args.stop_at else []
     trainer = L.Trainer(

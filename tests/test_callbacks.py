@@ -246,6 +246,42 @@ def test_monitors_and_adaptive_alpha_share_one_norm_pass(tmp_path: Path, monkeyp
     assert calls == [8] * 4
 
 
+@pytest.mark.parametrize("impl", ["foreach", "flat", "compiled"])  # "reference" computes norms one by one itself
+def test_optimizer_takes_the_shared_norms_and_steps_bitwise_the_same(
+    impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_alphagrad.optim.alphagrad as alphagrad_module
+    from lightning_alphagrad.optim.grad_stats import step_grad_norms
+
+    torch.manual_seed(0)
+    shapes = [(6, 5), (6,), (3, 6), (3,)]
+    twins = [[nn.Parameter(torch.randn(shape)) for shape in shapes] for _ in range(2)]
+    twins[1] = [nn.Parameter(p.detach().clone()) for p in twins[0]]
+    groups = [[{"params": ps[:2]}, {"params": ps[2:], "alpha": 3.0}] for ps in twins]  # two groups: per-group kernels
+    optimizers = [AlphaGrad(g, lr=0.1, alpha=7.0, momentum=0.9, impl=impl) for g in groups]
+    optimizer_norm_calls: list[int] = []
+    own = alphagrad_module.grad_norms
+
+    def counting(grads: list[torch.Tensor], foreach: bool = True) -> list[torch.Tensor]:
+        optimizer_norm_calls.append(len(grads))
+        return own(grads, foreach)
+
+    monkeypatch.setattr(alphagrad_module, "grad_norms", counting)
+    for step in range(3):
+        grads = [torch.randn(shape) for shape in shapes]
+        for params in twins:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+        step_grad_norms(optimizers[0])  # what the monitors do on a logging step, for the first twin only
+        optimizer_norm_calls.clear()
+        optimizers[0].step()
+        assert optimizer_norm_calls == []  # it took the shared norms
+        optimizers[1].step()
+        assert optimizer_norm_calls == [2, 2]  # the unmonitored twin computes its own, per group
+        for monitored, plain in zip(*twins, strict=True):
+            assert torch.equal(monitored, plain), step
+
+
 def test_shared_norms_follow_in_place_changes_and_new_gradients() -> None:
     from lightning_alphagrad.optim.grad_stats import step_grad_norms
 

@@ -29,8 +29,8 @@ class GradNormMonitor(OptimizerStepMonitor):
     (``gradient_clip_val``). With manual optimization the hook fires inside ``opt.step()``, so the norms are those of
     the gradients handed to the optimizer, after any ``self.clip_gradients`` the module did itself. Norms are in fp32
     for fp16/bf16 gradients. Cost on a logging step: one norm per tensor (one ``_foreach_norm`` pass, shared with
-    :class:`TanhSaturationMonitor` and :class:`~lightning_alphagrad.schedules.SaturationTargetAlpha` through
-    :func:`~lightning_alphagrad.optim.grad_stats.step_grad_norms`) and one device-to-host transfer.
+    :class:`TanhSaturationMonitor`, :class:`~lightning_alphagrad.schedules.SaturationTargetAlpha` and AlphaGrad's
+    own step through :func:`~lightning_alphagrad.optim.grad_stats.step_grad_norms`) and one device-to-host transfer.
 
     Args:
         per_parameter: also log the norm of every parameter tensor.

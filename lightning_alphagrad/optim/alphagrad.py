@@ -16,6 +16,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.optim.functional import grad_norms, indices_by_device_and_dtype
+from lightning_alphagrad.optim.grad_stats import cached_grad_norms
 from lightning_alphagrad.optim.kernels import (
     CompiledGroupStep,
     FlatLayout,
@@ -269,7 +270,7 @@ class AlphaGrad(Optimizer):
         if layout is not None and group["impl"] in ("auto", "flat") and group["foreach"] is None:
             grads = layout.gradients(group["params"])  # the common case, checked in one pass
             if grads is not None:
-                return _GroupStep(group, "flat", layout.params, layout).prepare(self.state, grads)
+                return _GroupStep(group, "flat", layout.params, layout).prepare(self, grads)
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return None
@@ -277,7 +278,7 @@ class AlphaGrad(Optimizer):
         if impl == "flat" and (layout is None or layout.gradients(params) is None):
             layout = self._flat_layouts[index] = FlatLayout(params)
         step = _GroupStep(group, impl, params, layout if impl == "flat" else None)
-        return step.prepare(self.state, layout.gradients(params) if impl == "flat" else None)  # type: ignore[union-attr]
+        return step.prepare(self, layout.gradients(params) if impl == "flat" else None)  # type: ignore[union-attr]
 
     def _whole_group_step(self, group: dict[str, Any]) -> bool | None:
         """The step of a single RL-sized group as one compiled graph (see ``CompiledGroupStep``).
@@ -366,8 +367,11 @@ class _GroupStep:
         self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
         self.has_buffer = False
 
-    def prepare(self, state: dict[Any, Any], grads: list[Tensor] | None) -> _GroupStep:
-        """Compute the gradient norms; ``grads``: the gradients, checked for the flat kernel, else ``None``."""
+    def prepare(self, optimizer: AlphaGrad, grads: list[Tensor] | None) -> _GroupStep:
+        """Compute the gradient norms (or take those already computed for these gradients in this step, see
+        :func:`~lightning_alphagrad.optim.grad_stats.cached_grad_norms`); ``grads``: the gradients, checked for the
+        flat kernel, else ``None``."""
+        state = optimizer.state
         group, momentum = self.group, self.group["momentum"]
         if self.impl == "compiled":
             grads = _uniform_grads(self.params)
@@ -378,13 +382,15 @@ class _GroupStep:
             self.has_buffer = bool(has_buffer)
         if grads is not None:
             self.grads = grads
-            self.norms = torch.stack(torch._foreach_norm(grads))
+            self.norms = torch.stack(cached_grad_norms(optimizer, grads) or grad_norms(grads))
             self.norm_sum = sum(self.norms.tolist()) if self.norms.device.type == "cpu" else self.norms.sum()
             return self
         if self.impl in ("flat", "compiled"):
             self.impl = "foreach" if len(self.params) > 1 else "reference"
         self.params, self.grads, self.bufs = _gather(state, group, self.params)
-        self.norms = grad_norms(self.grads, self.impl == "foreach")
+        # the shared norms come from grad_norms' foreach form: only the foreach kernel computes its norms that way
+        shared = cached_grad_norms(optimizer, self.grads) if self.impl == "foreach" else None
+        self.norms = shared or grad_norms(self.grads, self.impl == "foreach")
         self.norm_sum = _sum_norms(self.norms)
         return self
 

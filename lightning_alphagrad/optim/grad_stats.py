@@ -4,8 +4,11 @@
 and :class:`~lightning_alphagrad.schedules.SaturationTargetAlpha` all need the L2 norm of every gradient tensor of an
 optimizer. :func:`step_grad_norms` computes them on its first call and returns the same tensors to every later call
 that sees the same gradients: the same tensor objects (held by weak reference) with unchanged version counters, so an
-in-place change such as gradient clipping, or the next backward, triggers a fresh computation. With all three on, a
-logging step reads the gradients once for the norms and once for the update magnitudes.
+in-place change such as gradient clipping, or the next backward, triggers a fresh computation. AlphaGrad's own step
+takes them too (:func:`cached_grad_norms`) when its kernel computes norms eagerly, with the same function, so the
+step's result is the same with or without monitors. With all three on, a logging step reads the gradients once for
+the norms (instead of the optimizer) and once for the update magnitudes: one pass more than an unmonitored step.
+(The whole-group compiled graph for small networks computes its norms inside the graph and does not use them.)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch.optim import Optimizer
 
 from lightning_alphagrad.optim.functional import grad_norms, normalized_tanh_updates
 
-__all__ = ["GradEntry", "step_grad_norms", "update_magnitudes"]
+__all__ = ["GradEntry", "cached_grad_norms", "step_grad_norms", "update_magnitudes"]
 
 
 class GradEntry(NamedTuple):
@@ -35,6 +38,7 @@ class _Cached(NamedTuple):
     grads: list[weakref.ref[Tensor]]
     versions: list[int]
     norms: list[Tensor]
+    position: dict[int, int]  # id(grad) -> index in the lists above
 
 
 _CACHE: weakref.WeakKeyDictionary[Optimizer, _Cached] = weakref.WeakKeyDictionary()
@@ -68,8 +72,24 @@ def step_grad_norms(optimizer: Optimizer) -> tuple[list[GradEntry], list[Tensor]
     ):
         return entries, cached.norms
     norms = grad_norms([entry.grad for entry in entries])
-    _CACHE[optimizer] = _Cached([weakref.ref(g) for g in grads], versions, norms)
+    position = {id(g): i for i, g in enumerate(grads)}
+    _CACHE[optimizer] = _Cached([weakref.ref(g) for g in grads], versions, norms, position)
     return entries, norms
+
+
+def cached_grad_norms(optimizer: Optimizer, grads: list[Tensor]) -> list[Tensor] | None:
+    """The norms :func:`step_grad_norms` computed for exactly these gradient tensors, if none changed since; else
+    ``None``. AlphaGrad's step asks first, so that a monitored step reads its gradients for norms only once."""
+    cached = _CACHE.get(optimizer)
+    if cached is None:
+        return None
+    norms = []
+    for g in grads:
+        i = cached.position.get(id(g))
+        if i is None or cached.grads[i]() is not g or cached.versions[i] != g._version:
+            return None
+        norms.append(cached.norms[i])
+    return norms
 
 
 @torch.no_grad()
