@@ -64,7 +64,8 @@ class DQN(OffPolicyModule):
         alpha: AlphaGrad steepness (the paper's grid: 93, 186, 279).
         momentum: AlphaGrad momentum.
         alphagrad_eps: AlphaGrad epsilon.
-        adam_eps: Adam epsilon (the paper's setting).
+        adam_eps: Adam epsilon: PyTorch's default, as in CleanRL's ``dqn.py``; the paper's DQN runs use 1e-5
+            (``examples/configs/dqn_cartpole_adam.yaml``).
         q_network: own network ``obs (B, obs_dim) -> Q (B, num_actions)``; default CleanRL's 120-84 ReLU MLP.
         max_abs_q: Q-values beyond this magnitude count as diverged.
         save_replay_buffer: store the replay buffer's contents in checkpoints (see :class:`OffPolicyModule`).
@@ -98,7 +99,7 @@ class DQN(OffPolicyModule):
         alpha: float = 93.0,
         momentum: float = 0.9,
         alphagrad_eps: float = 1e-5,
-        adam_eps: float = 1e-5,
+        adam_eps: float = 1e-8,
         q_network: nn.Module | None = None,
         max_abs_q: float = 1e6,
         save_replay_buffer: bool = False,
