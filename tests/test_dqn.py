@@ -128,6 +128,11 @@ def test_bad_input_names_the_argument(kwargs: dict, name: str) -> None:
         DQN(**{**SMALL, **kwargs})
 
 
+def test_gradient_accumulation_is_refused(tmp_path: object) -> None:
+    with pytest.raises(ValueError, match="accumulate_grad_batches"):
+        make_trainer(tmp_path, accumulate_grad_batches=2).fit(DQN(**SMALL))
+
+
 def test_optimizer_by_name_and_from_the_cli() -> None:
     optimizer = DQN(**SMALL, optimizer="alphagrad", alpha=186.0).configure_optimizers()
     assert isinstance(optimizer, AlphaGrad) and optimizer.param_groups[0]["alpha"] == 186.0

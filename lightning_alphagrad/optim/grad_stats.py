@@ -9,6 +9,9 @@ takes them too (:func:`cached_grad_norms`) when its kernel computes norms eagerl
 step's result is the same with or without monitors. With all three on, a logging step reads the gradients once for
 the norms (instead of the optimizer) and once for the update magnitudes: one pass more than an unmonitored step.
 (The whole-group compiled graph for small networks computes its norms inside the graph and does not use them.)
+Version counters see every in-place change made through the tensor or its views, as autograd relies on; a change
+made through ``grad.data`` bypasses them, so code that edits gradients between the monitors and the step must
+edit ``grad`` itself (as ``torch.nn.utils.clip_grad_norm_`` and Lightning's clipping do).
 """
 
 from __future__ import annotations

@@ -218,6 +218,15 @@ class DQN(OffPolicyModule):
         finite = bool(torch.stack(torch._foreach_norm(grads)).sum().isfinite())
         stop_on_divergence(self, None if finite else "a gradient of the TD loss is not finite")
 
+    def on_fit_start(self) -> None:
+        accumulate = self.trainer.accumulate_grad_batches
+        if accumulate != 1:
+            raise ValueError(
+                f"Invalid accumulate_grad_batches: {accumulate}; DQN makes one update per train_frequency env steps "
+                "inside each batch, so the Trainer must not accumulate batches (use 1)"
+            )
+        super().on_fit_start()
+
     def on_train_batch_start(self, batch: int, batch_idx: int) -> None:
         self._batch_vector_steps = self.chunk_length(batch)
 
