@@ -409,14 +409,22 @@ class PPO(RLModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         params = [p for p in params if p.grad is not None]
-        if self.max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
-        if torch.isfinite(norm):
+        alphagrad = getattr(optimizer, "optimizer", optimizer)  # the CLI hands over a LightningOptimizer
+        if self.max_grad_norm is None and isinstance(alphagrad, AlphaGrad):
+            # AlphaGrad checks the gradients itself with the per-tensor norms it needs anyway, and skips (and
+            # counts) a non-finite step: no separate pass over the gradients here.
+            skipped = alphagrad.skipped_steps
             optimizer.step()
+            self.skipped_updates += alphagrad.skipped_steps - skipped
         else:
-            self.skipped_updates += 1
+            if self.max_grad_norm is not None:
+                norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+            if torch.isfinite(norm):
+                optimizer.step()
+            else:
+                self.skipped_updates += 1
         for scheduler in schedulers:
             scheduler.step()
 
