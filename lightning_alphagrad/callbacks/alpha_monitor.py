@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, group_name
-from lightning_alphagrad.optim.alphagrad import AlphaGrad
 from lightning_alphagrad.optim.functional import effective_alpha
 
 __all__ = ["AlphaMonitor"]
@@ -30,15 +26,8 @@ class AlphaMonitor(OptimizerStepMonitor):
         optimizer_names: names for the keys, one per optimizer (default: class names).
     """
 
-    def __init__(self, optimizer_names: Sequence[str] | None = None) -> None:
-        super().__init__(optimizer_names)
-        self._warned: set[str] = set()
-
     def measure(self, optimizer: Optimizer, name: str) -> dict[str, float]:
-        if not isinstance(optimizer, AlphaGrad):
-            if name not in self._warned:
-                self._warned.add(name)
-                rank_zero_warn(f"AlphaMonitor: optimizer {name} is not AlphaGrad; it is not monitored")
+        if not self.is_alphagrad(optimizer, name):
             return {}
         metrics: dict[str, float] = {}
         for index, group in enumerate(optimizer.param_groups):

@@ -6,11 +6,9 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name
-from lightning_alphagrad.optim.alphagrad import AlphaGrad
 from lightning_alphagrad.optim.grad_stats import step_grad_norms, update_magnitudes
 
 __all__ = ["TanhSaturationMonitor"]
@@ -49,14 +47,10 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
             raise ValueError(f"Invalid threshold: {threshold!r}; it must lie in (0, 1)")
         super().__init__(optimizer_names)
         self.threshold = threshold
-        self._warned: set[str] = set()
 
     @torch.no_grad()
     def measure(self, optimizer: Optimizer, name: str) -> dict[str, float]:
-        if not isinstance(optimizer, AlphaGrad):
-            if name not in self._warned:
-                self._warned.add(name)
-                rank_zero_warn(f"TanhSaturationMonitor: optimizer {name} is not AlphaGrad; it is not monitored")
+        if not self.is_alphagrad(optimizer, name):
             return {}
         entries, norms = step_grad_norms(optimizer)
         if not entries:

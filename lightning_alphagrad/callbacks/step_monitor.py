@@ -7,8 +7,11 @@ from collections.abc import Sequence
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
+
+from lightning_alphagrad.optim.alphagrad import AlphaGrad
 
 __all__ = ["OptimizerStepMonitor", "group_name", "layer_name"]
 
@@ -44,6 +47,7 @@ class OptimizerStepMonitor(Callback):
         self._every = 0
         self._first_step = 0
         self._next_step: dict[int, int] = {}
+        self._warned: set[str] = set()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizers = [getattr(opt, "optimizer", opt) for opt in trainer.optimizers]
@@ -86,6 +90,15 @@ class OptimizerStepMonitor(Callback):
         if metrics:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
+
+    def is_alphagrad(self, optimizer: Optimizer, name: str) -> bool:
+        """Whether ``optimizer`` is AlphaGrad; for monitors of AlphaGrad only, warns once per optimizer when not."""
+        if isinstance(optimizer, AlphaGrad):
+            return True
+        if name not in self._warned:
+            self._warned.add(name)
+            rank_zero_warn(f"{type(self).__name__}: optimizer {name} is not AlphaGrad; it is not monitored")
+        return False
 
     def param_name(self, param: Tensor, group_index: int, index: int) -> str:
         """The parameter's name in the LightningModule (``pg{group_index}.{index}`` if it is not registered there)."""
