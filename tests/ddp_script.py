@@ -14,12 +14,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from offpolicy_helpers import params_of  # a sibling module
 
 from lightning_alphagrad.rl import DQN, PPO, TD3, RLModule
-
-
-def flat_params(module: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()]).clone()
 
 
 class RankReport(L.Callback):
@@ -29,12 +26,12 @@ class RankReport(L.Callback):
         self.directory = directory
 
     def on_train_start(self, trainer: L.Trainer, pl_module: RLModule) -> None:
-        self.before = flat_params(pl_module)
+        self.before = params_of(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: RLModule) -> None:
         report = {
             "before": self.before,
-            "params": flat_params(pl_module),
+            "params": params_of(pl_module),
             "env_steps": pl_module.env_steps,
             "world_size": trainer.world_size,
         }

@@ -220,17 +220,23 @@ def test_norms_are_logged_before_gradient_clipping(tmp_path: Path) -> None:
             assert_matches(logged, reference_metrics(record, "AlphaGrad"), sizes)
 
 
-def test_monitors_and_adaptive_alpha_share_one_norm_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightning_alphagrad.optim.grad_stats as grad_stats
-
+def count_grad_norms_calls(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
+    """Wraps ``module.grad_norms``; the returned list receives the number of gradients of every call."""
     calls: list[int] = []
-    counted = grad_stats.grad_norms
+    original = module.grad_norms
 
     def counting(grads: list[torch.Tensor], foreach: bool = True) -> list[torch.Tensor]:
         calls.append(len(grads))
-        return counted(grads, foreach)
+        return original(grads, foreach)
 
-    monkeypatch.setattr(grad_stats, "grad_norms", counting)
+    monkeypatch.setattr(module, "grad_norms", counting)
+    return calls
+
+
+def test_monitors_and_adaptive_alpha_share_one_norm_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_alphagrad.optim.grad_stats as grad_stats
+
+    calls = count_grad_norms_calls(monkeypatch, grad_stats)
 
     class Adaptive(ActorCritic):
         def configure_optimizers(self) -> Any:
@@ -259,14 +265,7 @@ def test_optimizer_takes_the_shared_norms_and_steps_bitwise_the_same(
     twins[1] = [nn.Parameter(p.detach().clone()) for p in twins[0]]
     groups = [[{"params": ps[:2]}, {"params": ps[2:], "alpha": 3.0}] for ps in twins]  # two groups: per-group kernels
     optimizers = [AlphaGrad(g, lr=0.1, alpha=7.0, momentum=0.9, impl=impl) for g in groups]
-    optimizer_norm_calls: list[int] = []
-    own = alphagrad_module.grad_norms
-
-    def counting(grads: list[torch.Tensor], foreach: bool = True) -> list[torch.Tensor]:
-        optimizer_norm_calls.append(len(grads))
-        return own(grads, foreach)
-
-    monkeypatch.setattr(alphagrad_module, "grad_norms", counting)
+    optimizer_norm_calls = count_grad_norms_calls(monkeypatch, alphagrad_module)
     for step in range(3):
         grads = [torch.randn(shape) for shape in shapes]
         for params in twins:

@@ -11,7 +11,7 @@ import torch
 from ddp_script import run_on_two_ranks
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger
-from torch import Tensor, nn
+from offpolicy_helpers import StopAt, make_trainer, params_of
 
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.rl import DQN, DivergenceError, ReplayBatch
@@ -22,16 +22,6 @@ SMALL = dict(total_timesteps=600, learning_starts=200, batch_size=16, buffer_siz
 # A faster-learning CartPole config than CleanRL's 500k-step defaults, for the learning test.
 FAST = dict(total_timesteps=12_000, learning_starts=1000, exploration_fraction=0.3, learning_rate=1e-3,
             target_network_frequency=200)  # fmt: skip
-
-
-def make_trainer(tmp_path: object, **kwargs: object) -> L.Trainer:
-    options = dict(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
-    return L.Trainer(**{**options, **kwargs})
-
-
-def params_of(module: nn.Module) -> Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
 # ------------------------------------------------------------------------------------------------------- math
@@ -164,15 +154,6 @@ def test_learns_cartpole_quickly(tmp_path: object) -> None:
 
 
 # ------------------------------------------------------------------------------------------ resume, divergence
-class StopAt(L.Callback):
-    def __init__(self, env_steps: int) -> None:
-        self.env_steps = env_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: DQN, *args: object) -> None:
-        if module.env_steps >= self.env_steps:
-            trainer.should_stop = True
-
-
 class Inspect(L.Callback):
     """Records the restored networks, exploration rate, Adam moment and buffer size when training restarts."""
 

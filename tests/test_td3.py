@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ddp_script import run_on_two_ranks
+from offpolicy_helpers import StopAt, make_trainer, params_of
 from torch import Tensor, nn
 
 from lightning_alphagrad import AlphaGrad
@@ -35,16 +36,6 @@ class SmallActor(nn.Module):
 def small_td3(**kwargs: object) -> TD3:
     arguments = {**SMALL, "actor": SmallActor(), "critic": EnsembleCritic(3, 1, hidden_sizes=(16,)), **kwargs}
     return TD3(**arguments)
-
-
-def make_trainer(tmp_path: object, **kwargs: object) -> L.Trainer:
-    options = dict(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
-    return L.Trainer(**{**options, **kwargs})
-
-
-def params_of(module: nn.Module) -> Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
 # ------------------------------------------------------------------------------------------------------- math
@@ -155,15 +146,6 @@ def test_same_seed_same_run(tmp_path: object) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ resume
-class StopAt(L.Callback):
-    def __init__(self, env_steps: int) -> None:
-        self.env_steps = env_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: TD3, *args: object) -> None:
-        if module.env_steps >= self.env_steps:
-            trainer.should_stop = True
-
-
 class Inspect(L.Callback):
     """Compares the restored state with the saved one when training restarts."""
 
