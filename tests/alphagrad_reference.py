@@ -38,3 +38,14 @@ def run(params0, grads_per_step, **kwargs):
             p.grad = g.clone()
         opt.step()
     return params, opt
+
+
+def assert_matches(params, opt, expected, expected_bufs, tol):
+    """Params and momentum buffers of ``opt`` equal the reference within ``tol`` (absolute); no buffer where none."""
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, atol=tol, rtol=0)
+    for p, e in zip(params, expected_bufs, strict=True):
+        if e is None:
+            assert "momentum_buffer" not in opt.state[p]
+        else:
+            torch.testing.assert_close(opt.state[p]["momentum_buffer"], e, atol=tol, rtol=0)
