@@ -33,7 +33,7 @@ class DQN(OffPolicyModule):
     closure (``training_step``, backward) and the optimizer step once per update, so the Trainer's per-batch cost
     (~1 ms on a CPU) is paid once per ``updates_per_training_step * train_frequency`` vector steps. Every update goes
     through Lightning's optimizer step (precision, DDP gradient averaging, ``on_before_optimizer_step``, gradient
-    clipping) and counts in ``trainer.global_step``; batches count in ``log_every_n_steps``.
+    clipping); ``trainer.global_step``, ``'step'``-interval schedulers and ``log_every_n_steps`` count batches.
     The TD target is ``r + gamma * (1 - terminated) * max_a Q'(s', a)``, or with ``double_dqn``
     ``Q'(s', argmax_a Q(s', a))``; truncated episodes bootstrap from their final observation. Every
     ``target_network_frequency`` env steps (after ``learning_starts``) the target network moves to
