@@ -62,6 +62,14 @@ def run_on_two_ranks(algo: str, strategy: str, directory: Path) -> list[dict[str
     return [torch.load(directory / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
 
 
+def assert_ranks_agree(ranks: list[dict[str, Any]]) -> None:
+    """Two ranks that started from the same parameters, trained, and ended with identical parameters."""
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert torch.equal(ranks[0]["before"], ranks[1]["before"])
+    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
+    assert not torch.equal(ranks[0]["params"], ranks[0]["before"])
+
+
 if __name__ == "__main__":
     algo, strategy, directory = sys.argv[1:4]
     torch.set_num_threads(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from ddp_script import run_on_two_ranks
+from ddp_script import assert_ranks_agree, run_on_two_ranks
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger
 from offpolicy_helpers import StopAt, make_trainer, params_of
@@ -205,9 +205,6 @@ def test_diverged_q_network_stops_with_a_last_good_checkpoint(tmp_path: object) 
 # --------------------------------------------------------------------------------------------------------- DDP
 def test_ddp_keeps_ranks_identical(tmp_path: Path) -> None:
     ranks = run_on_two_ranks("dqn", "ddp", tmp_path)  # strategy="ddp" re-runs its script per rank
-    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
-    assert torch.equal(ranks[0]["before"], ranks[1]["before"])
-    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
-    assert not torch.equal(ranks[0]["params"], ranks[0]["before"])
+    assert_ranks_agree(ranks)
     assert not torch.equal(ranks[0]["replay_obs"], ranks[1]["replay_obs"])  # each rank has its own envs and buffer
     assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 600

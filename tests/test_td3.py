@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from ddp_script import run_on_two_ranks
+from ddp_script import assert_ranks_agree, run_on_two_ranks
 from offpolicy_helpers import StopAt, make_trainer, params_of
 from torch import Tensor, nn
 
@@ -231,10 +231,7 @@ def test_diverged_critic_stops_before_the_bad_update(tmp_path: object) -> None:
 def test_plain_ddp_keeps_ranks_identical(tmp_path: Path, strategy: str) -> None:
     # no find_unused_parameters flag: the critic's loss never touches the actor, the module averages gradients itself
     ranks = run_on_two_ranks("td3", strategy, tmp_path)
-    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
-    assert torch.equal(ranks[0]["before"], ranks[1]["before"])
-    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
-    assert not torch.equal(ranks[0]["params"], ranks[0]["before"])
+    assert_ranks_agree(ranks)
     assert not torch.equal(ranks[0]["replay_obs"], ranks[1]["replay_obs"])  # each rank has its own envs and buffer
     # 240 env steps over 2 ranks: global_step g = 0, 2, ..., 238 per vector step; updates for g > 80 (g = 82..238).
     assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 240
