@@ -90,6 +90,21 @@ def test_fast_tanh_max_abs_error_below_1e6(fn):
     assert (fn(x.clone()).abs() <= 1).all()
 
 
+def test_rational_tanh_compiled_matches_torch_tanh_and_clamps_on_the_bits():
+    tiny = torch.logspace(-30, 1.5, 20_000)
+    x = torch.cat([torch.linspace(-40, 40, 400_001), tiny, -tiny, torch.tensor([0.0, -0.0, 1e-45, 3e38, -3e38])])
+    compiled = torch.compile(rational_tanh, fullgraph=True, dynamic=False)
+    y = compiled(x)
+    assert (y - torch.tanh(x)).abs().max().item() <= 1e-6
+    assert (y.abs() <= 1).all()
+    torch.testing.assert_close(y, rational_tanh(x), atol=1e-7, rtol=0)
+    edges = torch.tensor([math.inf, -math.inf, 8.0, -8.0, 8.000001, -8.000001])
+    assert compiled(edges).tolist() == rational_tanh(edges).tolist()
+    assert rational_tanh(edges).abs().min().item() >= 1 - 1e-6
+    with pytest.raises(ValueError, match="float32"):
+        rational_tanh(x.double())
+
+
 def test_flat_momentum_buffers_are_views_of_one_vector_and_edits_count():
     params0, grads = problem(torch.float32, steps=3, seed=2)
     params, opt = run(params0, grads[:1], lr=0.1, alpha=5.0, momentum=0.9, impl="flat")

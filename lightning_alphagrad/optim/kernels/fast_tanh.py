@@ -16,20 +16,36 @@ __all__ = ["exp_tanh", "rational_tanh", "sigmoid_tanh_"]
 def rational_tanh(x: Tensor) -> Tensor:
     """``tanh`` as a clamped rational function: multiplies, adds and one division, which vectorize on any CPU.
 
-    ``tanh(x) ~ y * P(y^2) / Q(y^2)`` with ``y = clamp(x, -8, 8) / 8`` (``1 - tanh(8) = 2.3e-7``), ``P`` of degree 4
+    ``tanh(x) ~ y * P(y^2) / Q(y^2)`` with ``y = clamp(x / 8, -1, 1)`` (``1 - tanh(8) = 2.3e-7``), ``P`` of degree 4
     and ``Q`` of degree 3; the coefficients were fitted here by iteratively reweighted least squares for the smallest
     maximum error on [0, 8] (1.9e-7 in exact arithmetic): the lowest degrees that stay below 1e-6 in fp32 (each term
     costs the fused update ~5% of its time). ``P`` is then scaled by ``1 - 2**-22`` so that the fp32 result never
     leaves [-1, 1] without a final clamp (a clamp costs the fused update ~10%): checked on every fp32 input in
     [1e-30, 8] and its negation, eagerly and compiled, the largest magnitude is 1 - 3e-7 and the largest error
     7.8e-7. The coefficients are literals on purpose: ``torch.compile`` turns floats read from globals into runtime
-    inputs, which costs the kernel half its speed. Written for compiled kernels (eagerly it is many ops).
+    inputs, which costs the kernel half its speed. Written for compiled kernels (eagerly it is many ops). The clamp
+    works on the bits (see :func:`_clamp_unit`), so inf gives +-1 and NaN gives +-1 too: callers mask non-finite
+    inputs first, as AlphaGrad's kernels do.
     """
-    y = x.clamp(-8.0, 8.0) * 0.125
+    if x.dtype != torch.float32:
+        raise ValueError(f"rational_tanh takes float32, got x of dtype {x.dtype}")
+    y = _clamp_unit(x * 0.125)
     z = y * y
     p = (((-0.8080479092333978 * z + 14.855682724029744) * z + 87.96704391938991) * z + 65.02312433253056) * z
     q = ((51.19792723826837 * z + 93.37897272167567) * z + 29.46100830830395) * z + 1.0
     return y * (p + 7.9999906327357255) / q
+
+
+def _clamp_unit(y: Tensor) -> Tensor:
+    """``clamp(y, -1, 1)`` for float32 ``y`` as four integer ops on its bits: magnitude, minimum, sign, sign back.
+
+    IEEE floats of one sign order like their bit patterns as integers, so the magnitude's bits are clamped with an
+    integer minimum. Compiled, this costs the fused update ~10% less time than ``clamp``, which inductor lowers with
+    NaN propagation (extra compares and blends per bound).
+    """
+    bits = y.view(torch.int32)
+    magnitude = (bits & 0x7FFFFFFF).clamp_max(0x3F800000)  # 0x3F800000: the bits of 1.0
+    return (magnitude | (bits & -0x80000000)).view(torch.float32)
 
 
 def exp_tanh(x: Tensor) -> Tensor:
