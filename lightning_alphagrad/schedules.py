@@ -303,9 +303,9 @@ class SaturationTargetAlpha(AlphaScheduler):
 
     Every ``every`` steps it computes, from the gradients still held in ``p.grad`` (Lightning calls
     ``scheduler.step()`` right after ``optimizer.step()`` and before the next ``zero_grad``), the update exactly as
-    AlphaGrad does (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_updates` with the group's alpha,
-    eps and size_aware) and the saturation ``s`` = fraction of components with ``|u| >= threshold`` over all tensors of
-    the group. Then
+    AlphaGrad does (:func:`~lightning_alphagrad.optim.kernels.flat.normalized_tanh_update_`, the flat kernel's
+    function, with the group's alpha, eps and size_aware) and the saturation ``s`` = fraction of components with
+    ``|u| >= threshold`` over all tensors of the group. Then
 
     ``alpha <- clamp(alpha * exp(clamp(gain * (target - s) / target, -log(max_factor), log(max_factor))),
     min_alpha, max_alpha)``
@@ -389,19 +389,18 @@ class SaturationTargetAlpha(AlphaScheduler):
     def _saturation_counts(self) -> list[tuple[float, float, int]] | None:
         """Per group: (saturated components, finite components, all components), with one device-to-host copy."""
         entries, norms = step_grad_norms(self.optimizer)
-        magnitudes_of = update_magnitudes(self.optimizer, entries, norms)
+        per_group: dict[int, list[torch.Tensor]] = {}
+        for batch in update_magnitudes(self.optimizer, entries, norms):
+            magnitudes = batch.magnitudes
+            saturated = (magnitudes >= self.threshold).sum(dtype=torch.float64)
+            finite = magnitudes.isfinite().sum(dtype=torch.float64)
+            per_group.setdefault(entries[batch.indices[0]].group_index, []).append(torch.stack([saturated, finite]))
         rows: list[torch.Tensor | None] = []
         totals: list[int] = []
         for group_index in range(len(self.optimizer.param_groups)):
-            updates = [m for entry, m in zip(entries, magnitudes_of, strict=True) if entry.group_index == group_index]
-            if not updates:
-                rows.append(None)
-                totals.append(0)
-                continue
-            magnitudes = torch.cat([u.to(updates[0].device) for u in updates])
-            saturated = (magnitudes >= self.threshold).sum(dtype=torch.float64)
-            rows.append(torch.stack([saturated, torch.isfinite(magnitudes).sum(dtype=torch.float64)]))
-            totals.append(magnitudes.numel())
+            batches = per_group.get(group_index)
+            rows.append(None if batches is None else sum(b.to(batches[0].device) for b in batches))
+            totals.append(sum(entry.grad.numel() for entry in entries if entry.group_index == group_index))
         present = [row for row in rows if row is not None]
         if not present:
             return None

@@ -18,8 +18,8 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
     """Logs, for AlphaGrad optimizers, the saturated fraction and the mean ``|u|`` of the update, on logging steps.
 
     ``u = tanh(alpha_t * g / (||g|| + eps))`` is computed for every tensor by
-    :func:`~lightning_alphagrad.optim.functional.normalized_tanh_updates`, the function of the optimizer's foreach
-    kernel (tested equal to the reference kernel's per-tensor ``normalized_tanh_update``), with each
+    :func:`~lightning_alphagrad.optim.kernels.flat.normalized_tanh_update_`, the function of the optimizer's flat
+    kernel (tested equal to the reference kernel), with ``torch.tanh`` and with each
     group's current ``alpha``, ``eps`` and ``size_aware``, on the gradients the step receives (see
     :class:`~lightning_alphagrad.callbacks.GradNormMonitor` for which ones). A fraction near 1 means AlphaGrad acts
     as sign descent on that layer, near 0 (with small mean ``|u|``) as normalized SGD.
@@ -33,9 +33,9 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
     tensor alike, which the per-tensor normalization undoes, so the optimizer's update is the same up to ``eps``.
 
     Other optimizers are skipped with one warning. Cost on a logging step: one pass over the gradients for the
-    update (tanh and a prefix sum) plus the per-tensor norms, which are computed once per step and shared with
-    :class:`GradNormMonitor` and :class:`~lightning_alphagrad.schedules.SaturationTargetAlpha`; one device-to-host
-    transfer per optimizer.
+    update (one flat copy of the gradients, tanh and a prefix sum) plus the per-tensor norms, which are computed once
+    per step and shared with :class:`GradNormMonitor` and
+    :class:`~lightning_alphagrad.schedules.SaturationTargetAlpha`; one device-to-host transfer per optimizer.
 
     Args:
         threshold: ``|u|`` from which a component counts as saturated, in (0, 1).
@@ -56,23 +56,24 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
         if not entries:
             return {}
         layers = [layer_name(self.param_name(param, group_index, index)) for group_index, index, param, _ in entries]
-        updates = update_magnitudes(optimizer, entries, norms)
-        sizes = [u.numel() for u in updates]
-        device = updates[0].device
-        magnitudes = torch.cat([u.to(device) for u in updates])
-        per_component = torch.stack([(magnitudes >= self.threshold).to(magnitudes.dtype), magnitudes])
-        ends = torch.tensor(list(itertools.accumulate(sizes)), device=device) - 1
-        # prefix sums at the end of every tensor: (saturated components, sum of |u|); the one host transfer
-        saturated_ends, abs_ends = per_component.cumsum(1, dtype=torch.float64)[:, ends].tolist()
+        device = norms[0].device
+        order: list[int] = []
+        sums = []  # per batch: (saturated components, sum of |u|) of every entry, float64, shape (2, entries)
+        for batch in update_magnitudes(optimizer, entries, norms):
+            magnitudes = batch.magnitudes
+            per_component = torch.stack([(magnitudes >= self.threshold).to(magnitudes.dtype), magnitudes])
+            ends = torch.tensor(list(itertools.accumulate(batch.numels)), device=magnitudes.device) - 1
+            prefix = per_component.cumsum(1, dtype=torch.float64)[:, ends]  # prefix sums at the end of every tensor
+            sums.append(torch.diff(prefix, dim=1, prepend=prefix.new_zeros(2, 1)).to(device))
+            order += batch.indices
+        saturated_sums, abs_sums = torch.cat(sums, 1).tolist()  # the one host transfer
         totals: dict[str, list[float]] = {}  # layer -> [saturated, sum of |u|, components]
-        previous = (0.0, 0.0)
-        for layer, size, saturated, abs_sum in zip(layers, sizes, saturated_ends, abs_ends, strict=True):
-            layer_totals = totals.setdefault(layer, [0.0, 0.0, 0.0])
-            layer_totals[0] += saturated - previous[0]
-            layer_totals[1] += abs_sum - previous[1]
-            layer_totals[2] += size
-            previous = (saturated, abs_sum)
-        totals["all"] = [saturated_ends[-1], abs_ends[-1], float(sum(sizes))]
+        for i, saturated, abs_sum in zip(order, saturated_sums, abs_sums, strict=True):
+            layer_totals = totals.setdefault(layers[i], [0.0, 0.0, 0.0])
+            layer_totals[0] += saturated
+            layer_totals[1] += abs_sum
+            layer_totals[2] += entries[i].grad.numel()
+        totals["all"] = [sum(saturated_sums), sum(abs_sums), float(sum(entry.grad.numel() for entry in entries))]
         metrics: dict[str, float] = {}
         for key, (saturated, abs_sum, size) in totals.items():
             metrics[f"saturation/{name}/{key}"] = saturated / size

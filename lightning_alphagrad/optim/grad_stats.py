@@ -23,9 +23,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_alphagrad.optim.functional import grad_norms, normalized_tanh_updates
+from lightning_alphagrad.optim.functional import effective_alpha, grad_norms, upcast_dtype
+from lightning_alphagrad.optim.kernels.flat import flatten, normalized_tanh_update_
 
-__all__ = ["GradEntry", "cached_grad_norms", "step_grad_norms", "update_magnitudes"]
+__all__ = ["FlatMagnitudes", "GradEntry", "cached_grad_norms", "step_grad_norms", "update_magnitudes"]
 
 
 class GradEntry(NamedTuple):
@@ -95,25 +96,33 @@ def cached_grad_norms(optimizer: Optimizer, grads: list[Tensor]) -> list[Tensor]
     return norms
 
 
+class FlatMagnitudes(NamedTuple):
+    """``|u|`` of some entries (one param group, device and dtype), flattened one after another."""
+
+    indices: list[int]  # positions in the entries list, in order
+    numels: list[int]  # elements of each of them
+    magnitudes: Tensor  # 1-D, sum(numels) elements
+
+
 @torch.no_grad()
-def update_magnitudes(optimizer: Optimizer, entries: list[GradEntry], norms: list[Tensor]) -> list[Tensor]:
-    """``|u|`` flattened, per entry: the update AlphaGrad makes from these gradients with each group's current
-    ``alpha``, ``eps`` and ``size_aware``
-    (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_updates`, the foreach kernel's function)."""
-    magnitudes: list[Tensor | None] = [None] * len(entries)
+def update_magnitudes(optimizer: Optimizer, entries: list[GradEntry], norms: list[Tensor]) -> list[FlatMagnitudes]:
+    """``|u|``: the update AlphaGrad makes from these gradients with each group's current ``alpha``, ``eps`` and
+    ``size_aware``, computed by :func:`~lightning_alphagrad.optim.kernels.flat.normalized_tanh_update_` (the flat
+    kernel's function, here with ``torch.tanh``) on one flat copy of the gradients per group, device and dtype."""
     batches: dict[tuple[int, torch.device, torch.dtype], list[int]] = {}
     for i, entry in enumerate(entries):
         batches.setdefault((entry.group_index, entry.grad.device, entry.grad.dtype), []).append(i)
-    for (group_index, _, _), indices in batches.items():
+    result = []
+    for (group_index, _, dtype), indices in batches.items():
         group = optimizer.param_groups[group_index]
-        updates = normalized_tanh_updates(
-            [entries[i].grad for i in indices],
-            [norms[i] for i in indices],
-            group["alpha"],
-            group["eps"],
-            size_aware=group.get("size_aware", False),
-        )
-        torch._foreach_abs_(updates)
-        for i, update in zip(indices, updates, strict=True):
-            magnitudes[i] = update.reshape(-1)
-    return magnitudes  # type: ignore[return-value]
+        numels = [entries[i].grad.numel() for i in indices]
+        flat = flatten([entries[i].grad for i in indices]).to(upcast_dtype(dtype))
+        alpha = float(group["alpha"])
+        steepness: Tensor | float = alpha
+        if group.get("size_aware", False):
+            alphas = [effective_alpha(alpha, n, True) for n in numels]
+            steepness = torch.tensor(alphas, dtype=flat.dtype, device=flat.device)
+        group_norms = torch.stack([norms[i] for i in indices]).to(flat.dtype)
+        normalized_tanh_update_(flat, numels, group_norms, steepness, group["eps"], fast_tanh=False)
+        result.append(FlatMagnitudes(indices, numels, flat.abs_()))
+    return result
