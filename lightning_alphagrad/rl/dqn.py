@@ -187,8 +187,9 @@ class DQN(OffPolicyModule):
         loss_fn = F.mse_loss if hp.loss == "mse" else F.smooth_l1_loss
         return loss_fn(q_values, td_target), q_values
 
-    def training_step(self, batch_index: int) -> Tensor:
-        """The env steps of one update (``train_frequency`` vector steps) and, when an update is due, its TD loss."""
+    def training_step(self, batch_index: int) -> Tensor | None:
+        """The env steps of one update (``train_frequency`` vector steps) and, when an update is due, its TD loss
+        (``None`` before learning starts, except under DDP)."""
         hp = self.hparams
         env_steps_before = self.env_steps
         reason = None
@@ -204,6 +205,8 @@ class DQN(OffPolicyModule):
             elif bool(q_max > hp.max_abs_q):
                 reason = f"the Q-network diverged (|Q| = {float(q_max):.3g} > max_abs_q = {hp.max_abs_q:g})"
             self._last_metrics = {"losses/td_loss": loss.detach(), "losses/q_values": q_values.detach().mean()}
+        elif self.world_size == 1:
+            loss = None  # before learning starts: nothing to backpropagate
         else:
             # Lightning's DDP rejects a training_step that returns None: before learning starts the step returns a
             # zero loss touching every parameter and ``optimizer_step`` runs its backward without stepping.
@@ -235,6 +238,11 @@ class DQN(OffPolicyModule):
         closure runs ``training_step``), the optimizer step once learning has started, and the target update."""
         hp = self.hparams
         remaining = self._batch_vector_steps
+        if self.env_steps + remaining * self.env_steps_per_vector_step <= self.learning_resumes_at:
+            # No update is due in this batch (learning has not started): its env steps in one closure call.
+            self._update_vector_steps, self._update_due = remaining, False
+            optimizer_closure()
+            return
         while remaining > 0:
             self._update_vector_steps = min(hp.train_frequency, remaining)
             remaining -= self._update_vector_steps

@@ -68,10 +68,13 @@ def make_vector_env(
     num_envs: int,
     vectorization: Vectorization = "sync",
     env_kwargs: dict[str, Any] | None = None,
+    copy: bool = True,
 ) -> VectorEnv:
     """A ``SAME_STEP``-autoreset vector env of ``num_envs`` copies of ``env_id`` (sync: one process, async: one each).
 
-    The env is not reset here: reset it with ``envs.reset(seed=env_seeds(seed, rank, num_envs))``.
+    The env is not reset here: reset it with ``envs.reset(seed=env_seeds(seed, rank, num_envs))``. With
+    ``copy=False`` ``reset`` and ``step`` return the env's own observation array, which the next step overwrites
+    (saves a ``deepcopy`` per step for callers that copy what they keep).
     """
     if num_envs < 1:
         raise ValueError(f"Invalid num_envs: {num_envs}; it must be >= 1")
@@ -81,7 +84,7 @@ def make_vector_env(
         env_id,
         num_envs=num_envs,
         vectorization_mode=vectorization,
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP, "copy": copy},
         **(env_kwargs or {}),
     )
 

@@ -27,6 +27,15 @@ class RLModule(L.LightningModule):
     - ``self.generator`` (action sampling, minibatch shuffling) is seeded from ``(seed, rank, env_steps)``.
     """
 
+    # Set on every env step: plain attributes, assigned without nn.Module.__setattr__'s registry checks (~1.5 us).
+    _STEP_ATTRIBUTES = frozenset({"env_steps", "obs"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._STEP_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def __init__(self, seed: int = 1) -> None:
         super().__init__()
         if seed < 0:

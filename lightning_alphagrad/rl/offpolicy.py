@@ -115,7 +115,8 @@ class OffPolicyModule(RLModule):
         return self.env_steps > self.learning_resumes_at
 
     def setup(self, stage: str) -> None:
-        self.envs = make_vector_env(self.env_id, self.num_envs, env_kwargs=self.env_kwargs)
+        # copy=False: env_step copies the observation it keeps (the replay buffer copies what it stores)
+        self.envs = make_vector_env(self.env_id, self.num_envs, env_kwargs=self.env_kwargs, copy=False)
         if self.eval_interval:
             self.eval_envs = make_vector_env(self.env_id, 1, env_kwargs=self.env_kwargs)
         self.episode_tracker = EpisodeTracker(self.num_envs)
@@ -137,7 +138,7 @@ class OffPolicyModule(RLModule):
         self.replay_buffer.generator.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
         self.rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.generator)))
         obs, _ = self.envs.reset(seed=self.train_env_seeds(self.num_envs))
-        self.obs = torch.as_tensor(obs, dtype=torch.float32)
+        self.obs = torch.from_numpy(obs.astype(np.float32))
 
     def teardown(self, stage: str) -> None:
         for envs in (self.envs, self.eval_envs):
@@ -165,7 +166,7 @@ class OffPolicyModule(RLModule):
             return "the environment returned a non-finite observation or reward"
         self.replay_buffer.add(self.obs, real_next_obs, actions, rewards, terminations, truncations)
         self.episode_statistics.update(*self.episode_tracker.step(rewards, np.logical_or(terminations, truncations)))
-        self.obs = torch.from_numpy(next_obs.astype(np.float32, copy=False))
+        self.obs = torch.from_numpy(next_obs.astype(np.float32))  # a copy: the env reuses next_obs
         self.env_steps += self.env_steps_per_vector_step
         return None
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["DeterministicActor", "EnsembleCritic", "QNetwork"]
 
 
 class QNetwork(nn.Module):
-    """CleanRL's DQN network: ``obs (B, obs_dim) -> Q (B, num_actions)``, ReLU MLP with hidden sizes 120-84."""
+    """CleanRL's DQN network: ``obs (B, obs_dim) -> Q (B, num_actions)``, ReLU MLP with hidden sizes 120-84.
+
+    The layers live in ``self.net`` (an ``nn.Sequential`` of ``Linear`` and ``ReLU``), but ``forward`` applies their
+    weights with ``F.linear`` directly: DQN calls the network once per env step on a single observation, where the
+    five submodule calls of the ``Sequential`` cost more than the arithmetic. Hooks on the submodules therefore do
+    not fire; hooks on the ``QNetwork`` itself do.
+    """
 
     def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int] = (120, 84)) -> None:
         super().__init__()
@@ -20,9 +27,14 @@ class QNetwork(nn.Module):
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(n_in, n_out), nn.ReLU()]
         self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], num_actions))
+        self._linears = tuple(layer for layer in self.net if isinstance(layer, nn.Linear))
 
     def forward(self, obs: Tensor) -> Tensor:
-        return self.net(obs)
+        *hidden, last = self._linears
+        x = obs
+        for layer in hidden:
+            x = torch.relu(F.linear(x, layer.weight, layer.bias))
+        return F.linear(x, last.weight, last.bias)
 
 
 class DeterministicActor(nn.Module):

@@ -87,6 +87,7 @@ class ReplayBuffer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self._storages = (self.obs, self.next_obs, self.actions, self.rewards, self.terminations)
+        self._row_shapes = tuple(tuple(t.shape[1:]) for t in self._storages)
         self._host_views = tuple(t.numpy() for t in self._storages) if self.device.type == "cpu" else None
         self._episode_ended = np.zeros(num_envs, dtype=bool)
 
@@ -120,9 +121,10 @@ class ReplayBuffer:
                 rows = [row[keep] for row in rows]
         n = rows[0].shape[0]
         first = min(n, self.capacity - self.pos)  # rows before the end of the ring, the rest wraps to the start
-        for index, row in enumerate(rows):
-            row = row.reshape(n, *self._storages[index].shape[1:])
-            self._write(index, self.pos, row[:first])
+        for index, (row, row_shape) in enumerate(zip(rows, self._row_shapes, strict=True)):
+            if row.shape[1:] != row_shape:
+                row = row.reshape(n, *row_shape)
+            self._write(index, self.pos, row[:first] if first < n else row)
             if first < n:
                 self._write(index, 0, row[first:])
         self.pos = (self.pos + n) % self.capacity
