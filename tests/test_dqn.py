@@ -52,6 +52,25 @@ def test_td_loss_matches_the_formula(double_dqn: bool, loss: str) -> None:
     torch.testing.assert_close(value, torch.tensor(sum(expected_losses) / 8))
 
 
+def test_greedy_actions_in_numpy_follow_the_torch_network_and_its_updates() -> None:
+    model = DQN(env_id="CartPole-v1", total_timesteps=1000, learning_starts=100, seed=3)
+    network = model.q_network
+    obs = torch.randn(64, 4)
+    assert network.numpy_ready
+    before = network.greedy_actions(obs.numpy()).tolist()
+    assert before == network(obs).argmax(1).tolist()
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.5)
+    network(obs)[:, 0].sum().backward()  # push action 0 up: the numpy views must see the in-place update
+    optimizer.step()
+    after = network.greedy_actions(obs.numpy()).tolist()
+    assert after == network(obs).argmax(1).tolist() and after != before
+    other = DQN(env_id="CartPole-v1", total_timesteps=1000, learning_starts=100, seed=4).q_network
+    network.load_state_dict(other.state_dict())
+    assert network.greedy_actions(obs.numpy()).tolist() == other(obs).argmax(1).tolist()
+    network.double()  # new storage: the views are rebuilt, and float64 leaves the numpy path
+    assert not network.numpy_ready
+
+
 def test_epsilon_falls_linearly_over_the_exploration_fraction() -> None:
     model = DQN(total_timesteps=1000, learning_starts=100, start_e=1.0, end_e=0.05, exploration_fraction=0.5)
     for step, expected in [(0, 1.0), (100, 1.0 - 0.95 * 100 / 500), (250, 1.0 - 0.95 * 250 / 500), (500, 0.05),

@@ -166,9 +166,13 @@ class DQN(OffPolicyModule):
         return self.q_network(obs.to(self.device)).argmax(dim=1)
 
     def explore(self) -> Tensor:
-        """Epsilon-greedy actions ``(num_envs,)``: all random with probability epsilon, else all greedy."""
+        """Epsilon-greedy actions ``(num_envs,)``: all random with probability epsilon, else all greedy (computed in
+        numpy by the default float32 Q-network on a CPU, see :meth:`QNetwork.greedy_actions`)."""
         if self.rng.random() < self.epsilon():
             return torch.from_numpy(self.rng.integers(self.num_actions, size=self.num_envs))
+        network = self.q_network
+        if isinstance(network, QNetwork) and network.numpy_ready:
+            return torch.from_numpy(network.greedy_actions(self.obs.numpy()))
         return self.act(self.obs)
 
     # --------------------------------------------------------------------------------------------------- learning

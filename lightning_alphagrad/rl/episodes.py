@@ -20,6 +20,7 @@ class EpisodeTracker:
     def __init__(self, num_envs: int) -> None:
         self.returns = np.zeros(num_envs, dtype=np.float64)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
+        self._none_finished = (self.returns[:0], self.lengths[:0])
 
     def step(self, rewards: np.ndarray, dones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add ``rewards`` (num_envs,) and close the episodes flagged in ``dones`` (num_envs,) bool.
@@ -29,7 +30,7 @@ class EpisodeTracker:
         self.returns += rewards
         self.lengths += 1
         if not dones.any():
-            return self.returns[:0], self.lengths[:0]
+            return self._none_finished
         finished = self.returns[dones].copy(), self.lengths[dones].copy()
         self.returns[dones] = 0.0
         self.lengths[dones] = 0
