@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -219,6 +220,16 @@ def test_diverged_q_network_stops_with_a_last_good_checkpoint(tmp_path: object) 
     restored = DQN(**SMALL)
     restored.load_state_dict(checkpoint["state_dict"])
     assert torch.equal(params_of(restored), params_of(model))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_gradient_stops_before_the_optimizer_step(tmp_path: object, bad: float) -> None:
+    model = DQN(**SMALL)
+    initial = params_of(model.q_network)
+    model.q_network.net[2].bias.register_hook(lambda grad: grad * bad)  # finite loss, one non-finite gradient
+    with pytest.raises(DivergenceError, match="gradient of the TD loss is not finite"):
+        make_trainer(tmp_path).fit(model)
+    assert model.env_steps == 210 and torch.equal(params_of(model.q_network), initial)
 
 
 # --------------------------------------------------------------------------------------------------------- DDP

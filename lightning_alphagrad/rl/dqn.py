@@ -222,8 +222,10 @@ class DQN(OffPolicyModule):
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Gradients here are averaged over ranks already, so every rank takes the same decision.
         grads = [p.grad for p in self.q_network.parameters() if p.grad is not None]
-        finite = bool(torch.stack(torch._foreach_norm(grads)).sum().isfinite())
-        stop_on_divergence(self, None if finite else "a gradient of the TD loss is not finite")
+        # One fused check (GradScaler's, with scale 1: the gradients keep their values), ~4x cheaper than norms.
+        found_non_finite = torch.zeros(1, device=self.device)
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found_non_finite, torch.ones(1, device=self.device))
+        stop_on_divergence(self, "a gradient of the TD loss is not finite" if bool(found_non_finite) else None)
 
     def on_fit_start(self) -> None:
         accumulate = self.trainer.accumulate_grad_batches

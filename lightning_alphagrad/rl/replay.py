@@ -11,9 +11,10 @@ from torch import Tensor
 __all__ = ["ReplayBatch", "ReplayBuffer"]
 
 
-def _as_numpy(x: Tensor | np.ndarray) -> np.ndarray:
-    """``x`` as a host numpy array (no copy for CPU tensors and arrays; the write into storage converts the dtype)."""
-    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+def _as_numpy(x: Tensor | np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """``x`` as a host numpy array, no copy for CPU tensors and arrays (of ``dtype`` if given; else the write into
+    storage converts the dtype)."""
+    return np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x, dtype=dtype)
 
 
 class ReplayBatch(NamedTuple):
@@ -108,7 +109,7 @@ class ReplayBuffer:
         Shapes: ``obs``/``next_obs`` ``(num_envs, *obs_shape)``, ``actions`` ``(num_envs, *action_shape)``,
         ``rewards``/``terminations``/``truncations`` ``(num_envs,)``; tensors or numpy arrays of any real dtype.
         """
-        terminations, truncations = _as_numpy(terminations).astype(bool), _as_numpy(truncations).astype(bool)
+        terminations, truncations = _as_numpy(terminations, bool), _as_numpy(truncations, bool)
         if terminations.shape != (self.num_envs,) or truncations.shape != (self.num_envs,):
             raise ValueError(
                 f"Invalid terminations/truncations shape: {terminations.shape}; expected ({self.num_envs},)"
@@ -124,7 +125,10 @@ class ReplayBuffer:
         for index, (row, row_shape) in enumerate(zip(rows, self._row_shapes, strict=True)):
             if row.shape[1:] != row_shape:
                 row = row.reshape(n, *row_shape)
-            self._write(index, self.pos, row[:first] if first < n else row)
+            if first == n and self._host_views is not None:  # the common case, written inline
+                self._host_views[index][self.pos : self.pos + n] = row
+                continue
+            self._write(index, self.pos, row[:first])
             if first < n:
                 self._write(index, 0, row[first:])
         self.pos = (self.pos + n) % self.capacity
