@@ -13,6 +13,7 @@ from gymnasium import spaces
 from lightning_alphagrad.rl import (
     EpisodeStatistics,
     EpisodeTracker,
+    LeanSyncVectorEnv,
     RewardScaler,
     RunningMeanStd,
     StepIndexDataset,
@@ -204,6 +205,47 @@ def test_step_index_loader_has_fixed_length() -> None:
     assert len(StepIndexDataset(2, 2)) == 0
     with pytest.raises(ValueError, match="start"):
         StepIndexDataset(5, 4)
+
+
+def assert_same_infos(expected: object, actual: object) -> None:
+    """Nested info dicts of gymnasium vector envs: same keys, equal arrays (object arrays element by element)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and expected.keys() == actual.keys()
+        for key in expected:
+            assert_same_infos(expected[key], actual[key])
+    elif isinstance(expected, np.ndarray) and expected.dtype == object:
+        assert actual.dtype == object and len(expected) == len(actual)
+        for e, a in zip(expected, actual, strict=True):
+            assert_same_infos(e, a)
+    else:
+        np.testing.assert_array_equal(expected, actual)
+        assert np.asarray(expected).dtype == np.asarray(actual).dtype
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Hopper-v4"])
+@pytest.mark.parametrize("copy", [True, False])
+def test_lean_sync_vector_env_returns_what_gymnasiums_returns(env_id: str, copy: bool) -> None:
+    """Observations, rewards, flags and infos (MuJoCo's per-step infos, final_obs/final_info) across many resets."""
+    env_fns = [lambda: gym.make(env_id, max_episode_steps=25) for _ in range(3)]
+    reference = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    lean = make_vector_env(env_id, 3, env_kwargs={"max_episode_steps": 25}, copy=copy)
+    assert isinstance(lean, LeanSyncVectorEnv)
+    try:
+        np.testing.assert_array_equal(reference.reset(seed=[4, 5, 6])[0], lean.reset(seed=[4, 5, 6])[0])
+        reference.action_space.seed(0)
+        ends = 0
+        for _ in range(120):
+            actions = reference.action_space.sample()
+            expected, actual = reference.step(actions), lean.step(actions)
+            for e, a in zip(expected[:4], actual[:4], strict=True):
+                np.testing.assert_array_equal(e, a)
+                assert e.dtype == a.dtype
+            assert_same_infos(expected[4], actual[4])
+            ends += int(expected[2].sum() + expected[3].sum())
+        assert ends >= 10
+    finally:
+        reference.close()
+        lean.close()
 
 
 def test_async_vector_env_matches_sync() -> None:

@@ -4,7 +4,14 @@ data feeding, a base module) and the algorithms built on it."""
 from lightning_alphagrad.rl.data import StepIndexDataset, step_index_loader
 from lightning_alphagrad.rl.divergence import DivergenceError
 from lightning_alphagrad.rl.dqn import DQN
-from lightning_alphagrad.rl.envs import check_spaces, env_seeds, final_observations, make_vector_env, probe_spaces
+from lightning_alphagrad.rl.envs import (
+    LeanSyncVectorEnv,
+    check_spaces,
+    env_seeds,
+    final_observations,
+    make_vector_env,
+    probe_spaces,
+)
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
 from lightning_alphagrad.rl.evaluation import evaluate_policy
 from lightning_alphagrad.rl.module import RLModule
@@ -28,6 +35,7 @@ __all__ = [
     "ReplayBuffer",
     "EpisodeStatistics",
     "EpisodeTracker",
+    "LeanSyncVectorEnv",
     "RLModule",
     "RewardScaler",
     "RunningMeanStd",

@@ -9,14 +9,17 @@ transition's next observation is taken from :func:`final_observations`.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector.utils import create_empty_array
 
-__all__ = ["check_spaces", "env_seeds", "final_observations", "make_vector_env", "probe_spaces"]
+__all__ = ["LeanSyncVectorEnv", "check_spaces", "env_seeds", "final_observations", "make_vector_env", "probe_spaces"]
 
 Vectorization = Literal["sync", "async"]
 
@@ -80,6 +83,9 @@ def make_vector_env(
         raise ValueError(f"Invalid num_envs: {num_envs}; it must be >= 1")
     if vectorization not in ("sync", "async"):
         raise ValueError(f"Invalid vectorization: {vectorization!r}; it must be 'sync' or 'async'")
+    if vectorization == "sync":
+        env_fns = [functools.partial(gym.make, env_id, **(env_kwargs or {})) for _ in range(num_envs)]
+        return LeanSyncVectorEnv(env_fns, copy=copy)
     return gym.make_vec(
         env_id,
         num_envs=num_envs,
@@ -87,6 +93,35 @@ def make_vector_env(
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP, "copy": copy},
         **(env_kwargs or {}),
     )
+
+
+class LeanSyncVectorEnv(SyncVectorEnv):
+    """gymnasium's ``SyncVectorEnv`` in ``SAME_STEP`` autoreset mode with a leaner ``step`` (same results, tested).
+
+    Off-policy RL steps one env at a time between updates, where the vector env's per-step bookkeeping (action
+    iteration and observation concatenation through the spaces' dispatch, copies of every result) cost as much as
+    CartPole's own step. Here each sub-env's observation goes straight into one preallocated array; infos are
+    gathered as gymnasium does (``final_obs``/``final_info`` of finished episodes included).
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], copy: bool = True) -> None:
+        super().__init__(env_fns, copy=copy, autoreset_mode=AutoresetMode.SAME_STEP)
+        self._lean_observations = create_empty_array(self.single_observation_space, n=self.num_envs, fn=np.zeros)
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminations = np.zeros(self.num_envs, dtype=np.bool_)
+        truncations = np.zeros(self.num_envs, dtype=np.bool_)
+        infos: dict[str, Any] = {}
+        observations = self._lean_observations
+        for i, env in enumerate(self.envs):
+            obs, rewards[i], terminations[i], truncations[i], info = env.step(actions[i])
+            if terminations[i] or truncations[i]:
+                infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
+                obs, info = env.reset()
+            infos = self._add_info(infos, info, i)
+            observations[i] = obs
+        return (observations.copy() if self.copy else observations), rewards, terminations, truncations, infos
 
 
 def final_observations(
