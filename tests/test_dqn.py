@@ -57,7 +57,6 @@ def test_greedy_actions_in_numpy_follow_the_torch_network_and_its_updates() -> N
     model = DQN(env_id="CartPole-v1", total_timesteps=1000, learning_starts=100, seed=3)
     network = model.q_network
     obs = torch.randn(64, 4)
-    assert network.numpy_ready
     before = network.greedy_actions(obs.numpy()).tolist()
     assert before == network(obs).argmax(1).tolist()
     optimizer = torch.optim.SGD(network.parameters(), lr=0.5)
@@ -68,8 +67,8 @@ def test_greedy_actions_in_numpy_follow_the_torch_network_and_its_updates() -> N
     other = DQN(env_id="CartPole-v1", total_timesteps=1000, learning_starts=100, seed=4).q_network
     network.load_state_dict(other.state_dict())
     assert network.greedy_actions(obs.numpy()).tolist() == other(obs).argmax(1).tolist()
-    network.double()  # new storage: the views are rebuilt, and float64 leaves the numpy path
-    assert not network.numpy_ready
+    network.double()  # new storage: float64 leaves the numpy path
+    assert network.greedy_actions(obs.numpy()) is None
 
 
 def test_epsilon_falls_linearly_over_the_exploration_fraction() -> None:

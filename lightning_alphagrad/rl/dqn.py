@@ -170,9 +170,10 @@ class DQN(OffPolicyModule):
         numpy by the default float32 Q-network on a CPU, see :meth:`QNetwork.greedy_actions`)."""
         if self.rng.random() < self.epsilon():
             return torch.from_numpy(self.rng.integers(self.num_actions, size=self.num_envs))
-        network = self.q_network
-        if isinstance(network, QNetwork) and network.numpy_ready:
-            return torch.from_numpy(network.greedy_actions(self.obs.numpy()))
+        if isinstance(self.q_network, QNetwork):
+            actions = self.q_network.greedy_actions(self.obs.numpy())
+            if actions is not None:
+                return torch.from_numpy(actions)
         return self.act(self.obs)
 
     # --------------------------------------------------------------------------------------------------- learning

@@ -27,8 +27,9 @@ class RLModule(L.LightningModule):
     - ``self.generator`` (action sampling, minibatch shuffling) is seeded from ``(seed, rank, env_steps)``.
     """
 
-    # Set on every env step: plain attributes, assigned without nn.Module.__setattr__'s registry checks (~1.5 us).
-    _STEP_ATTRIBUTES = frozenset({"env_steps", "obs"})
+    # Plain attributes set on every env step (and Lightning's current hook name, set twice per hook call): assigned
+    # without nn.Module.__setattr__'s parameter/module/buffer checks, which cost ~1.5 us each.
+    _STEP_ATTRIBUTES = frozenset({"env_steps", "obs", "_current_fx_name"})
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self._STEP_ATTRIBUTES:

@@ -29,8 +29,10 @@ class QNetwork(nn.Module):
             layers += [nn.Linear(n_in, n_out), nn.ReLU()]
         self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], num_actions))
         self._linears = tuple(layer for layer in self.net if isinstance(layer, nn.Linear))
-        self._numpy_storage: list[tuple[int, int]] = []
-        self._numpy_views: list[tuple[np.ndarray, np.ndarray]] = []
+        # For greedy_actions: the parameters (weight, bias, weight, ...), the storage their numpy views were made for.
+        self._parameters_in_order = tuple(p for layer in self._linears for p in (layer.weight, layer.bias))
+        self._numpy_storage: tuple[int, ...] = ()
+        self._numpy_layers: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def forward(self, obs: Tensor) -> Tensor:
         *hidden, last = self._linears
@@ -39,33 +41,29 @@ class QNetwork(nn.Module):
             x = torch.relu(F.linear(x, layer.weight, layer.bias))
         return F.linear(x, last.weight, last.bias)
 
-    @property
-    def numpy_ready(self) -> bool:
-        """Whether :meth:`greedy_actions` applies: float32 weights on the CPU."""
-        weight = self._linears[0].weight
-        return weight.device.type == "cpu" and weight.dtype == torch.float32
-
-    def greedy_actions(self, obs: np.ndarray) -> np.ndarray:
-        """``argmax_a Q(obs, a)`` in numpy, for float32 weights on the CPU: ``obs (N, obs_dim)`` -> ``(N,)`` int64.
+    def greedy_actions(self, obs: np.ndarray) -> np.ndarray | None:
+        """``argmax_a Q(obs, a)`` in numpy: ``obs (N, obs_dim)`` float32 -> ``(N,)`` int64; ``None`` unless the
+        weights are float32 on the CPU (then use ``forward``).
 
         On one observation per env step torch's dispatch (~2-4 us per op) costs more than the arithmetic; numpy's
-        is a fraction of that. The weights are numpy views of the parameters (no copy, so every optimizer step is
-        seen), rebuilt when a parameter's storage changes.
+        is a fraction of that. The weights are numpy views of the parameters the network was built with (no copy:
+        every optimizer step is seen), made again when a parameter's storage changes (``to``, ``double``, ...).
         """
-        *hidden, last = self._numpy_layers()
+        storage = tuple(map(Tensor.data_ptr, self._parameters_in_order))
+        if storage != self._numpy_storage:
+            params = self._parameters_in_order
+            self._numpy_layers = None
+            if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
+                pairs = zip(params[::2], params[1::2], strict=True)
+                self._numpy_layers = [(weight.detach().numpy().T, bias.detach().numpy()) for weight, bias in pairs]
+            self._numpy_storage = storage
+        if self._numpy_layers is None:
+            return None
+        *hidden, (last_weight_t, last_bias) = self._numpy_layers
         x = obs
         for weight_t, bias in hidden:
             x = np.maximum(x @ weight_t + bias, 0.0)
-        return (x @ last[0] + last[1]).argmax(axis=1)
-
-    def _numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        storage = [(layer.weight.data_ptr(), layer.bias.data_ptr()) for layer in self._linears]
-        if storage != self._numpy_storage:
-            self._numpy_views = [  # (weight transposed, bias)
-                (layer.weight.detach().numpy().T, layer.bias.detach().numpy()) for layer in self._linears
-            ]
-            self._numpy_storage = storage
-        return self._numpy_views
+        return (x @ last_weight_t + last_bias).argmax(axis=1)
 
 
 class DeterministicActor(nn.Module):
