@@ -201,6 +201,13 @@ def test_logged_values_equal_independent_computation(tmp_path: Path) -> None:
         assert logged["alpha/AlphaGrad/no_decay/effective_min"] == pytest.approx(1.0)
         assert logged["alpha/AlphaGrad/no_decay/effective_max"] == pytest.approx(math.sqrt(8))
         assert any(0.0 < logged[k] < 1.0 for k in logged if k.startswith("saturation/"))
+    # the three monitors write one record per step: every key of theirs sits in the same CSV row
+    with open(tmp_path / "metrics.csv") as f:
+        monitor_rows = [
+            row for row in csv.DictReader(f)
+            if any(v != "" for k, v in row.items() if k.split("/")[0] in ("grad_norm_unclipped", "saturation", "alpha"))
+        ]  # fmt: skip
+    assert sorted(int(row["step"]) for row in monitor_rows) == [2, 5]
 
 
 def test_norms_are_logged_before_gradient_clipping(tmp_path: Path) -> None:

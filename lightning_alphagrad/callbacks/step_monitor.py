@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -26,6 +28,17 @@ def group_name(group: dict, index: int) -> str:
     return str(group.get("name", f"pg{index}"))
 
 
+# Metrics measured in the current batch by all monitors of a Trainer, by step: the first monitor to reach
+# on_train_batch_end writes them as one record per step (one CSV row instead of one per monitor).
+_PENDING: weakref.WeakKeyDictionary[pl.Trainer, dict[int, dict[str, float]]] = weakref.WeakKeyDictionary()
+
+
+def _flush(trainer: pl.Trainer) -> None:
+    for step, metrics in _PENDING.pop(trainer, {}).items():
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+
 class OptimizerStepMonitor(Callback):
     """Calls :meth:`measure` in ``on_before_optimizer_step`` once per optimizer per logging window and logs its result.
 
@@ -33,7 +46,8 @@ class OptimizerStepMonitor(Callback):
     window, which is the logging step ``(batch + 1) % log_every_n_steps == 0`` for an optimizer stepped every batch,
     and the next step after it for one stepped less often (TD3's delayed actor). The decision depends only on the
     batch count, so under DDP every rank measures on the same steps. Nothing is computed without a logger or with
-    ``log_every_n_steps=0``. Metrics go to every logger at the step ``self.log`` uses for that batch.
+    ``log_every_n_steps=0``. Metrics go to every logger at the step ``self.log`` uses for that batch, at the end of the
+    batch, with those of the other monitors of the Trainer measured in the same batch (one record per step).
 
     Keys name the optimizer like ``LearningRateMonitor``: its class name, with ``-1``, ``-2``, ... for further
     optimizers of the same class, unless ``optimizer_names`` (one name per optimizer, in the order of
@@ -48,6 +62,7 @@ class OptimizerStepMonitor(Callback):
         self._first_step = 0
         self._next_step: dict[int, int] = {}
         self._warned: set[str] = set()
+        self._pending = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizers = [getattr(opt, "optimizer", opt) for opt in trainer.optimizers]
@@ -88,8 +103,17 @@ class OptimizerStepMonitor(Callback):
         self._next_step[key] = self._window_end(step + 1)
         metrics = self.measure(optimizer, self._names[key])
         if metrics:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+            _PENDING.setdefault(trainer, {}).setdefault(step, {}).update(metrics)
+            self._pending = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._pending:
+            self._pending = False
+            _flush(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending = False
+        _flush(trainer)
 
     def is_alphagrad(self, optimizer: Optimizer, name: str) -> bool:
         """Whether ``optimizer`` is AlphaGrad; for monitors of AlphaGrad only, warns once per optimizer when not."""
