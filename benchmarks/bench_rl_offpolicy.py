@@ -45,7 +45,10 @@ def ours(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
     if algo == "td3":
         model = TD3(env_id="Hopper-v4", total_timesteps=total, learning_starts=learning_starts, seed=0)
     else:
-        model = DQN(env_id="CartPole-v1", total_timesteps=total, learning_starts=learning_starts, loss="huber", seed=0)
+        model = DQN(
+            env_id="CartPole-v1", total_timesteps=total, learning_starts=learning_starts, loss="huber", adam_eps=1e-5,
+            seed=0,
+        )  # fmt: skip
     trainer = L.Trainer(
         max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
