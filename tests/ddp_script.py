@@ -1,7 +1,8 @@
 """Run by the RL tests: a small PPO, TD3 or DQN fit on 2 CPU processes; each rank saves a report.
 
 ``strategy="ddp"`` re-launches this script for rank 1, so the run must be a file of its own:
-``python tests/ddp_script.py {ppo,td3,dqn} {ddp,ddp_spawn} OUTPUT_DIR`` writes ``OUTPUT_DIR/rank{r}.pt``.
+``python tests/ddp_script.py {ppo,td3,dqn} {ddp,ddp_spawn} OUTPUT_DIR`` writes ``OUTPUT_DIR/rank{r}.pt`` (and, for
+``ddp_spawn``, ``OUTPUT_DIR/main.pt`` from the main process).
 """
 
 from __future__ import annotations
@@ -84,4 +85,7 @@ if __name__ == "__main__":
         enable_model_summary=False,
         callbacks=[RankReport(directory)],
     )
-    trainer.fit(make_module(algo))
+    module = make_module(algo)
+    trainer.fit(module)
+    if strategy == "ddp_spawn":  # the main process gets the state_dict back, counters included
+        torch.save({"params": params_of(module), **module.get_extra_state()}, f"{directory}/main.pt")

@@ -210,6 +210,22 @@ def test_resume_continues_schedule_networks_and_optimizer(tmp_path: object) -> N
     assert torch.equal(finals[0], finals[1]) and not torch.equal(finals[0], saved[0])
 
 
+def test_counters_are_in_the_state_dict_and_old_checkpoints_still_load() -> None:
+    model = DQN(**SMALL)
+    model.env_steps = 330
+    state = model.state_dict()
+    assert state["_extra_state"] == {"env_steps": 330}
+    restored = DQN(**SMALL)
+    restored.load_state_dict(state)
+    assert restored.env_steps == 330
+    del state["_extra_state"]  # a checkpoint from before the counters joined the state_dict
+    old_checkpoint = {"state_dict": state, "env_steps": 120, "learning_resumes_at": 100}
+    resumed = DQN(**SMALL)
+    resumed.on_load_checkpoint(old_checkpoint)
+    resumed.load_state_dict(old_checkpoint["state_dict"])  # strict, as Lightning loads it
+    assert resumed.env_steps == 120
+
+
 def test_diverged_q_network_stops_with_a_last_good_checkpoint(tmp_path: object) -> None:
     model = DQN(**SMALL, max_abs_q=1e-4)
     with pytest.raises(DivergenceError, match="Q-network diverged") as error:

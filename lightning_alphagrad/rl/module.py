@@ -27,6 +27,9 @@ class RLModule(L.LightningModule):
     - ``self.generator`` (action sampling, minibatch shuffling) is seeded from ``(seed, rank, env_steps)``.
     """
 
+    # Step counters kept in checkpoints and in the state_dict (see get_extra_state); subclasses add theirs.
+    COUNTERS: tuple[str, ...] = ("env_steps",)
+
     # Plain attributes set on every env step (and Lightning's current hook name, set twice per hook call): assigned
     # without nn.Module.__setattr__'s parameter/module/buffer checks, which cost ~1.5 us each.
     _STEP_ATTRIBUTES = frozenset({"env_steps", "obs", "_current_fx_name"})
@@ -97,8 +100,20 @@ class RLModule(L.LightningModule):
             logger.save()  # once per call (an RL iteration), so file-based logs can be followed while training
         self.trainer.callback_metrics.update({name: torch.tensor(value) for name, value in values.items()})
 
+    def get_extra_state(self) -> dict[str, int]:
+        """The counters (``COUNTERS``) in ``state_dict``: they travel with the weights, e.g. back from
+        ``strategy="ddp_spawn"`` workers to the main process, which only receives the ``state_dict``."""
+        return {name: int(getattr(self, name)) for name in self.COUNTERS}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        for name in self.COUNTERS:
+            setattr(self, name, int(state[name]))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["env_steps"] = self.env_steps
+        checkpoint.update(self.get_extra_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.env_steps = int(checkpoint["env_steps"])
+        counters = {name: int(checkpoint.get(name, 0)) for name in self.COUNTERS}
+        self.set_extra_state(counters)
+        # checkpoints written before the counters were part of the state_dict
+        checkpoint["state_dict"].setdefault("_extra_state", counters)

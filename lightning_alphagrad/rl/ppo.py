@@ -114,6 +114,8 @@ class PPO(RLModule):
     normalization statistics and ``env_steps`` (hence the learning-rate schedule), and restarts its envs.
     """
 
+    COUNTERS = (*RLModule.COUNTERS, "skipped_updates")
+
     def __init__(
         self,
         env_id: str = "HalfCheetah-v5",
@@ -523,11 +525,3 @@ class PPO(RLModule):
         )
         mean = torch.tensor(returns.mean(), dtype=torch.float64, device=self.device)
         return {"eval/return_mean": self.trainer.strategy.reduce(mean, reduce_op="mean")}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["skipped_updates"] = self.skipped_updates
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.skipped_updates = int(checkpoint.get("skipped_updates", 0))

@@ -96,6 +96,8 @@ class TD3(OffPolicyModule):
         seed: base seed of envs and noise (see :class:`~lightning_alphagrad.rl.RLModule`).
     """
 
+    COUNTERS = (*OffPolicyModule.COUNTERS, "critic_updates")
+
     def __init__(
         self,
         env_id: str = "Hopper-v4",
@@ -309,11 +311,3 @@ class TD3(OffPolicyModule):
             metrics["losses/actor_loss"] = self._last_metrics["actor_loss"]
         return metrics
 
-    # ------------------------------------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["critic_updates"] = self.critic_updates
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.critic_updates = int(checkpoint["critic_updates"])
