@@ -193,8 +193,8 @@ class DQN(OffPolicyModule):
         return loss_fn(q_values, td_target), q_values
 
     def training_step(self, batch_index: int) -> Tensor | None:
-        """The env steps of one update (``train_frequency`` vector steps) and, when an update is due, its TD loss
-        (``None`` before learning starts, except under DDP)."""
+        """The env steps of one update (``train_frequency`` vector steps; before learning starts, the rest of the batch)
+        and, when an update is due, its TD loss (``None`` before learning starts, except under DDP)."""
         hp = self.hparams
         env_steps_before = self.env_steps
         reason = None
@@ -245,13 +245,10 @@ class DQN(OffPolicyModule):
         closure runs ``training_step``), the optimizer step once learning has started, and the target update."""
         hp = self.hparams
         remaining = self._batch_vector_steps
-        if self.env_steps + remaining * self.env_steps_per_vector_step <= self.learning_resumes_at:
-            # No update is due in this batch (learning has not started): its env steps in one closure call.
-            self._update_vector_steps, self._update_due = remaining, False
-            optimizer_closure()
-            return
         while remaining > 0:
-            self._update_vector_steps = min(hp.train_frequency, remaining)
+            # Before learning starts, the rest of the batch runs in one closure call if no update falls in it.
+            no_update_left = self.env_steps + remaining * self.env_steps_per_vector_step <= self.learning_resumes_at
+            self._update_vector_steps = remaining if no_update_left else min(hp.train_frequency, remaining)
             remaining -= self._update_vector_steps
             # Known before the env steps run: whether they end past learning_starts (an update is due) and whether
             # they cross a multiple of target_network_frequency.
@@ -262,7 +259,7 @@ class DQN(OffPolicyModule):
             if self._update_due:
                 super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
             else:
-                optimizer_closure()  # training_step and the backward of its zero loss; the optimizer does not step
+                optimizer_closure()  # training_step (under DDP also the backward of its zero loss); no step
             # CleanRL: after the update of a global step that is a multiple of target_network_frequency.
             if target_update_due:
                 with torch.no_grad():
