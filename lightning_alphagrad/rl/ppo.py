@@ -114,7 +114,7 @@ class PPO(RLModule):
     normalization statistics and ``env_steps`` (hence the learning-rate schedule), and restarts its envs.
     """
 
-    COUNTERS = (*RLModule.COUNTERS, "skipped_updates")
+    COUNTERS = {**RLModule.COUNTERS, "skipped_updates": 0}
 
     def __init__(
         self,

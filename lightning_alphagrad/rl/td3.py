@@ -96,7 +96,7 @@ class TD3(OffPolicyModule):
         seed: base seed of envs and noise (see :class:`~lightning_alphagrad.rl.RLModule`).
     """
 
-    COUNTERS = (*OffPolicyModule.COUNTERS, "critic_updates")
+    COUNTERS = {**OffPolicyModule.COUNTERS, "critic_updates": None}
 
     def __init__(
         self,
