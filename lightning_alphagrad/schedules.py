@@ -389,22 +389,15 @@ class SaturationTargetAlpha(AlphaScheduler):
     def _saturation_counts(self) -> list[tuple[float, float, int]] | None:
         """Per group: (saturated components, finite components, all components), with one device-to-host copy."""
         entries, norms = step_grad_norms(self.optimizer)
-        per_group: dict[int, list[torch.Tensor]] = {}
+        if not entries:
+            return None
+        groups = len(self.optimizer.param_groups)
+        counts = torch.zeros(groups, 2, dtype=torch.float64, device=norms[0].device)  # (saturated, finite)
+        totals = [0] * groups
         for batch in update_magnitudes(self.optimizer, entries, norms):
-            magnitudes = batch.magnitudes
+            group_index, magnitudes = entries[batch.indices[0]].group_index, batch.magnitudes
             saturated = (magnitudes >= self.threshold).sum(dtype=torch.float64)
             finite = magnitudes.isfinite().sum(dtype=torch.float64)
-            per_group.setdefault(entries[batch.indices[0]].group_index, []).append(torch.stack([saturated, finite]))
-        rows: list[torch.Tensor | None] = []
-        totals: list[int] = []
-        for group_index in range(len(self.optimizer.param_groups)):
-            batches = per_group.get(group_index)
-            rows.append(None if batches is None else sum(b.to(batches[0].device) for b in batches))
-            totals.append(sum(entry.grad.numel() for entry in entries if entry.group_index == group_index))
-        present = [row for row in rows if row is not None]
-        if not present:
-            return None
-        device = present[0].device
-        zeros = torch.zeros(2, dtype=torch.float64, device=device)
-        values = torch.stack([zeros if row is None else row.to(device) for row in rows]).tolist()
-        return [(s, f, t) for (s, f), t in zip(values, totals, strict=True)]
+            counts[group_index] += torch.stack([saturated, finite]).to(counts.device)
+            totals[group_index] += magnitudes.numel()
+        return [(s, f, t) for (s, f), t in zip(counts.tolist(), totals, strict=True)]

@@ -338,6 +338,12 @@ def test_manual_optimization_with_two_optimizers_keys_each(tmp_path: Path) -> No
     assert checked == 4
 
 
+@pytest.mark.parametrize("threshold", [0.0, 1.0, 1.5, math.nan])
+def test_saturation_threshold_outside_0_1_is_refused(threshold: float) -> None:
+    with pytest.raises(ValueError, match=r"Invalid threshold: .*\(0\.0, 1\.0\)"):
+        TanhSaturationMonitor(threshold)
+
+
 def test_other_optimizers_warn_once_and_log_nothing(tmp_path: Path) -> None:
     callbacks = [TanhSaturationMonitor(), AlphaMonitor()]
     with pytest.warns(UserWarning, match="is not AlphaGrad") as warned:

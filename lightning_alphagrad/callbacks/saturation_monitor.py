@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch.optim import Optimizer
 
+from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name
 from lightning_alphagrad.optim.grad_stats import step_grad_norms, update_magnitudes
 
@@ -43,8 +44,7 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
     """
 
     def __init__(self, threshold: float = 0.99, optimizer_names: Sequence[str] | None = None) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"Invalid threshold: {threshold!r}; it must lie in (0, 1)")
+        check_range("threshold", threshold, 0.0, 1.0, low_open=True, high_open=True)
         super().__init__(optimizer_names)
         self.threshold = threshold
 
