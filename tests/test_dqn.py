@@ -224,6 +224,8 @@ def test_counters_are_in_the_state_dict_and_old_checkpoints_still_load() -> None
     resumed.on_load_checkpoint(old_checkpoint)
     resumed.load_state_dict(old_checkpoint["state_dict"])  # strict, as Lightning loads it
     assert resumed.env_steps == 120
+    with pytest.raises(KeyError, match="env_steps"):  # a checkpoint without the env-step clock is refused
+        DQN(**SMALL).on_load_checkpoint({"state_dict": state, "learning_resumes_at": 100})
 
 
 def test_diverged_q_network_stops_with_a_last_good_checkpoint(tmp_path: object) -> None:
