@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("adam", "alphagrad"), default="adam")
     parser.add_argument("--alpha", type=float, default=None)
     parser.add_argument("--adam-eps", type=float, default=None, help="Adam epsilon (default: the module's)")
+    parser.add_argument("--learning-starts", type=int, default=None, help="random steps before updates")
     parser.add_argument("--eval-interval", type=int, default=0)
     parser.add_argument("--last-episodes", type=int, default=10)
     parser.add_argument("--out", default="runs")
@@ -44,6 +45,8 @@ def main() -> None:
         kwargs["alpha"] = args.alpha
     if args.adam_eps is not None:
         kwargs["adam_eps"] = args.adam_eps
+    if args.learning_starts is not None:
+        kwargs["learning_starts"] = args.learning_starts
     if args.algo == "td3":
         from lightning_alphagrad.rl.td3 import TD3
 
@@ -55,6 +58,8 @@ def main() -> None:
     name = f"{args.algo}-{args.env_id}-{args.optimizer}-seed{args.seed}"
     if args.adam_eps is not None:
         name += f"-adam_eps{args.adam_eps:g}"
+    if args.learning_starts is not None:
+        name += f"-ls{args.learning_starts}"
     logger = CSVLogger(args.out, name=name)
     callbacks = [StopAtEnvStep(args.stop_at)] if args.stop_at else []
     trainer = L.Trainer(

@@ -469,3 +469,39 @@ def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path: Pat
     assert sorted(rows) == [1, 3]
     for record in recorder.records[1::2]:
         assert_matches(rows[record["step"]], reference_metrics(record, "AlphaGrad"), layer_sizes(model))
+
+
+def test_unused_per_batch_hooks_are_not_dispatched_but_overrides_are(tmp_path: Path) -> None:
+    from lightning.pytorch.profilers import PassThroughProfiler
+
+    class RecordingProfiler(PassThroughProfiler):
+        """Records the actions Lightning profiles: one ``[Callback]<state_key>.<hook>`` per dispatched hook."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.actions: list[str] = []
+
+        def start(self, action_name: str) -> None:
+            self.actions.append(action_name)
+
+    class AfterBackwardMonitor(GradNormMonitor):
+        def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self.calls = getattr(self, "calls", 0) + 1
+
+    profiler = RecordingProfiler()
+    subclassed = AfterBackwardMonitor()
+    callbacks = [GradNormMonitor(), subclassed]
+    trainer(tmp_path, callbacks, max_steps=4, log_every_n_steps=2, profiler=profiler).fit(
+        ActorCritic(), make_loader(4)
+    )
+    dispatched = [a.removeprefix("[Callback]") for a in profiler.actions if a.startswith("[Callback]")]
+    per_batch = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_zero_grad")
+    for hook in per_batch:
+        expected = 4 if hook == "on_after_backward" else 0  # the subclass's own hook, once per batch
+        assert dispatched.count(f"GradNormMonitor.{hook}") == 0
+        assert sum(a.endswith(f"AfterBackwardMonitor.{hook}") for a in dispatched) == expected, hook
+    assert subclassed.calls == 4
+    assert dispatched.count("GradNormMonitor.on_before_optimizer_step") == 4
+    assert dispatched.count("GradNormMonitor.on_train_batch_end") == 4
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert sorted(rows) == [1, 3] and "grad_norm_unclipped/AlphaGrad/total" in rows[1]
