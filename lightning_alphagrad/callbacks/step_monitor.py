@@ -5,7 +5,6 @@ from __future__ import annotations
 import weakref
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -28,14 +27,16 @@ def group_name(group: dict, index: int) -> str:
     return str(group.get("name", f"pg{index}"))
 
 
-# Metrics measured in the current batch by all monitors of a Trainer, by step: the first monitor to reach
-# on_train_batch_end writes them as one record per step (one CSV row instead of one per monitor).
+# Metrics measured at the current optimizer step by the monitors of a Trainer, by step: the Trainer's last monitor
+# writes them as one record (one CSV row instead of one per monitor).
 _PENDING: weakref.WeakKeyDictionary[pl.Trainer, dict[int, dict[str, float]]] = weakref.WeakKeyDictionary()
 
 
 # Lightning calls a callback's hook only if it is callable. The per-batch hooks a monitor does not implement are None
 # on the instance, so a training step does not pay Lightning's dispatch for them (~2 us per hook and callback).
-_PER_BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_zero_grad")
+_PER_BATCH_HOOKS = (
+    "on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_zero_grad", "on_train_batch_end",
+)  # fmt: skip
 
 
 def _flush(trainer: pl.Trainer) -> None:
@@ -51,8 +52,8 @@ class OptimizerStepMonitor(Callback):
     window, which is the logging step ``(batch + 1) % log_every_n_steps == 0`` for an optimizer stepped every batch,
     and the next step after it for one stepped less often (TD3's delayed actor). The decision depends only on the
     batch count, so under DDP every rank measures on the same steps. Nothing is computed without a logger or with
-    ``log_every_n_steps=0``. Metrics go to every logger at the step ``self.log`` uses for that batch, at the end of the
-    batch, with those of the other monitors of the Trainer measured in the same batch (one record per step).
+    ``log_every_n_steps=0``. Metrics go to every logger at the step ``self.log`` uses for that batch, as one record per
+    optimizer step with those of the Trainer's other monitors: the last monitor in ``trainer.callbacks`` writes it.
 
     Keys name the optimizer like ``LearningRateMonitor``: its class name, with ``-1``, ``-2``, ... for further
     optimizers of the same class, unless ``optimizer_names`` (one name per optimizer, in the order of
@@ -67,7 +68,7 @@ class OptimizerStepMonitor(Callback):
         self._first_step = 0
         self._next_step: dict[int, int] = {}
         self._warned: set[str] = set()
-        self._pending = False
+        self._writes_records = False
         for hook in _PER_BATCH_HOOKS:
             if getattr(type(self), hook) is getattr(Callback, hook):
                 setattr(self, hook, None)
@@ -92,6 +93,8 @@ class OptimizerStepMonitor(Callback):
         self._param_names = {id(p): name for name, p in pl_module.named_parameters()}
         self._every = trainer.log_every_n_steps if trainer.loggers else 0
         self._next_step = {}
+        monitors = [cb for cb in trainer.callbacks if isinstance(cb, OptimizerStepMonitor)]
+        self._writes_records = monitors[-1] is self
         if self._every:
             self._first_step = self._window_end(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
@@ -106,21 +109,15 @@ class OptimizerStepMonitor(Callback):
             return
         step = trainer.fit_loop.epoch_loop._batches_that_stepped
         key = id(optimizer)
-        if step < self._next_step.get(key, self._first_step) or key not in self._names:
-            return
-        self._next_step[key] = self._window_end(step + 1)
-        metrics = self.measure(optimizer, self._names[key])
-        if metrics:
-            _PENDING.setdefault(trainer, {}).setdefault(step, {}).update(metrics)
-            self._pending = True
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self._pending:
-            self._pending = False
+        if step >= self._next_step.get(key, self._first_step) and key in self._names:
+            self._next_step[key] = self._window_end(step + 1)
+            metrics = self.measure(optimizer, self._names[key])
+            if metrics:
+                _PENDING.setdefault(trainer, {}).setdefault(step, {}).update(metrics)
+        if self._writes_records and _PENDING:
             _flush(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._pending = False
         _flush(trainer)
 
     def is_alphagrad(self, optimizer: Optimizer, name: str) -> bool:
