@@ -1,23 +1,33 @@
-"""Cost of the three monitoring callbacks on the paper's PPO network, measured side by side.
+"""Cost of the three monitoring callbacks on the paper's PPO network, measured side by side in one training run.
 
 The PPO networks of the paper (actor 17-64-64-6 tanh with a state-independent log-std, critic 17-64-64-1 tanh)
-train on synthetic minibatches of 64 with the PPO clipped loss and AlphaGrad (alpha 196, momentum 0.9, eps 1e-5).
-Three Lightning runs alternate round by round (in a rotating order): ``plain`` without callbacks, ``empty`` with
-three ``Callback()`` instances (Lightning dispatches each of the six per-batch hooks to each of them: what any three
-callbacks cost), and ``monitored`` with GradNormMonitor + TanhSaturationMonitor + AlphaMonitor (which leave the four
-per-batch hooks they do not use undispatched); all log the loss and write a CSV log every ``log_every_n_steps``
-steps. The wall time of a training step is the time between consecutive ``on_train_batch_start`` calls (data,
-forward, backward, optimizer, callbacks, logging); the first steps of each run are left out as warm-up. Prints
-per-round CPU times, the ratios of the total CPU and wall times to ``plain``, and the ratios of the typical step
-(lower quartile of the per-step wall times of logging and of other steps, weighted 1 : log_every - 1), which other
-processes on a shared machine disturb least.
+train on synthetic minibatches of 64 with the PPO clipped loss and AlphaGrad (alpha 196, momentum 0.9, eps 1e-5),
+logging the loss and writing a CSV log every ``log_every_n_steps`` (50) steps. One Trainer runs a warm-up (which
+includes AlphaGrad's switch to its compiled whole-group step) and then ``--cycles`` cycles of three blocks of
+``log_every_n_steps`` steps, one block per arm in a rotating order:
 
-    python benchmarks/bench_callbacks.py --rounds 20 --steps 500
+- ``plain``: no other callbacks;
+- ``empty``: three ``Callback()`` instances (Lightning dispatches each of its six per-batch hooks to each of them:
+  what any three callbacks cost);
+- ``monitored``: GradNormMonitor + TanhSaturationMonitor + AlphaMonitor (they leave the per-batch hooks they do not
+  use undispatched).
+
+An arm's callbacks enter ``trainer.callbacks`` at its block's first step; every block holds one logging step, in its
+middle, so the steps after a logging step count for the same arm. Alternating inside one run keeps the model, its
+tensors, their memory layout and the logger the same for all arms; separate runs of the same arm differ by 2-5 %
+in their typical step, more than the effect measured here. The time of a step runs from one
+``on_train_batch_start`` to the next (data, forward, backward, optimizer, callbacks, logging). Prints, per arm, the
+mean wall and CPU time per step and the ratios to ``plain``: of the totals, and the median over cycles of the ratio
+of the arm's block to the ``plain`` block of the same cycle (which other processes on the machine disturb least).
+
+    python benchmarks/bench_callbacks.py --cycles 200
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import statistics
 import tempfile
 import time
 from typing import Any
@@ -70,9 +80,10 @@ class PPONetworks(pl.LightningModule):
 
 
 class SyntheticRollouts(Dataset):
-    """``length`` fixed random minibatches of 64 transitions (batching is done here, the loader passes them on)."""
+    """``length`` minibatches of 64 transitions, cycling through 256 fixed random ones (the loader passes them on)."""
 
     def __init__(self, length: int) -> None:
+        self.length = length
         generator = torch.Generator().manual_seed(0)
         self.batches = [
             {
@@ -82,109 +93,99 @@ class SyntheticRollouts(Dataset):
                 "advantages": torch.randn(BATCH, generator=generator),
                 "returns": torch.randn(BATCH, generator=generator),
             }
-            for _ in range(length)
+            for _ in range(256)
         ]
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.batches[index]
-
-
-class StepTimer(pl.Callback):
-    """Time of every training step past ``warmup`` (from one ``on_train_batch_start`` to the next): wall-clock
-    seconds per step, split into logging steps (``(batch + 1) % log_every == 0``) and the others, and the total CPU
-    time of this process (which leaves out time spent waiting for a core on a shared machine)."""
-
-    def __init__(self, warmup: int, log_every: int) -> None:
-        self.warmup, self.log_every = warmup, log_every
-        self.steps: dict[bool, list[float]] = {True: [], False: []}
-        self.cpu = 0.0
-        self._last: tuple[float, float] | None = None
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
-        now = (time.perf_counter(), time.process_time())
-        if self._last is not None and idx > self.warmup:
-            self.steps[idx % self.log_every == 0].append(now[0] - self._last[0])  # the step of batch idx - 1
-            self.cpu += now[1] - self._last[1]
-        self._last = now
-
-    @property
-    def wall(self) -> float:
-        return sum(self.steps[True]) + sum(self.steps[False])
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return self.batches[index % len(self.batches)]
 
 
 ARMS = ("plain", "empty", "monitored")
 
 
-def timed_run(steps: int, log_every: int, arm: str, data: SyntheticRollouts) -> StepTimer:
-    """Times ``steps`` training steps (past a warm-up of 20) with the callbacks of ``arm`` (one of ``ARMS``)."""
-    timer = StepTimer(warmup=20, log_every=log_every)
-    callbacks: list[pl.Callback] = {
-        "plain": [],
-        "empty": [pl.Callback(), pl.Callback(), pl.Callback()],
-        "monitored": [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()],
-    }[arm]
-    with tempfile.TemporaryDirectory() as log_dir:
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=steps + 21,
-            log_every_n_steps=log_every,
-            logger=CSVLogger(log_dir, name="", version=""),
-            callbacks=[timer, *callbacks],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-        )
-        trainer.fit(PPONetworks(), DataLoader(data, batch_size=None, shuffle=False))
-    return timer
+class ArmSwitcher(pl.Callback):
+    """Times every step and, from step ``warmup`` on, gives each block of ``block`` steps to one arm: a cycle of three
+    blocks holds one block per arm, in an order that rotates from cycle to cycle. Must be the Trainer's first callback:
+    it replaces the callbacks behind it with the arm's at the first step of a block."""
+
+    def __init__(self, warmup: int, block: int, callbacks: dict[str, list[pl.Callback]]) -> None:
+        self.warmup, self.block, self.callbacks = warmup, block, callbacks
+        self.arm: str | None = None  # None during the warm-up
+        self.cycle = -1
+        self.wall: dict[tuple[int, str], float] = {}  # (cycle, arm) -> seconds of its block
+        self.cpu: dict[tuple[int, str], float] = {}
+        self._last: tuple[float, float] | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        now = (time.perf_counter(), time.process_time())
+        if self.arm is not None and self._last is not None:  # the step of batch idx - 1 belongs to the current arm
+            key = (self.cycle, self.arm)
+            self.wall[key] = self.wall.get(key, 0.0) + now[0] - self._last[0]
+            self.cpu[key] = self.cpu.get(key, 0.0) + now[1] - self._last[1]
+        if idx >= self.warmup and (idx - self.warmup) % self.block == 0:
+            block = (idx - self.warmup) // self.block
+            self.cycle = block // len(ARMS)
+            self.arm = ARMS[(block + self.cycle) % len(ARMS)]
+            trainer.callbacks[1:] = self.callbacks[self.arm]
+            for callback in self.callbacks[self.arm]:  # as if training started here: no catching up on windows missed
+                callback.on_train_start(trainer, pl_module)
+        self._last = (time.perf_counter(), time.process_time())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20, help="rounds of one run per arm")
-    parser.add_argument("--steps", type=int, default=500, help="timed training steps per run (a multiple of 50)")
-    parser.add_argument("--log-every", type=int, default=50, help="log_every_n_steps")
+    parser.add_argument("--cycles", type=int, default=200, help="cycles of one block per arm")
+    parser.add_argument("--log-every", type=int, default=50, help="log_every_n_steps, also the block length")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = SyntheticRollouts(max(args.steps, AUTO_COMPILE_AFTER + 50) + 21)
-    # warm up imports and allocator, and compile AlphaGrad's whole-group step (after AUTO_COMPILE_AFTER flat steps)
-    timed_run(AUTO_COMPILE_AFTER + 50, args.log_every, "monitored", data)
-    totals = {(clock, arm): 0.0 for clock in ("wall", "cpu") for arm in ARMS}
-    steps: dict[tuple[str, bool], list[float]] = {(arm, log): [] for arm in ARMS for log in (False, True)}
-    for round_index in range(args.rounds):
-        shift = round_index % len(ARMS)
-        order = ARMS[shift:] + ARMS[:shift]
-        timers = {arm: timed_run(args.steps, args.log_every, arm, data) for arm in order}
-        for arm, timer in timers.items():
-            totals["wall", arm] += timer.wall
-            totals["cpu", arm] += timer.cpu
-            for logging_step in (False, True):
-                steps[arm, logging_step] += timer.steps[logging_step]
-        per_step = ", ".join(f"{arm} {1e3 * timers[arm].cpu / args.steps:.3f}" for arm in ARMS)
-        print(f"round {round_index:2d}: CPU ms/step {per_step}", flush=True)
-    for clock in ("cpu", "wall"):
-        ratios = ", ".join(f"{arm} {totals[clock, arm] / totals[clock, 'plain']:.4f}" for arm in ARMS[1:])
-        print(f"{clock:4s} time totals / plain: {ratios}")
-    # Robust to other processes: the lower quartile of the per-step wall times, logging and other steps weighted
-    # as in training (1 in log_every).
-    typical = {}
-    for arm in ARMS:
-        other, logging = (1e3 * quantile(steps[arm, log], 0.25) for log in (False, True))
-        typical[arm] = ((args.log_every - 1) * other + logging) / args.log_every
-        print(f"lower-quartile step, {arm}: other steps {other:.3f} ms, logging steps {logging:.3f} ms")
-    print("typical step: " + ", ".join(f"{arm} {typical[arm]:.3f} ms" for arm in ARMS))
-    print(
-        f"ratio (lower-quartile steps): monitored / plain {typical['monitored'] / typical['plain']:.4f} "
-        f"(target <= 1.03); empty / plain {typical['empty'] / typical['plain']:.4f} (three no-op callbacks)"
+    every = args.log_every
+    # past AlphaGrad's compile (AUTO_COMPILE_AFTER flat steps) and a margin; blocks start half a window before a
+    # logging step ((step + 1) % every == 0)
+    warmup = -(-(AUTO_COMPILE_AFTER + 2 * every) // every) * every + every // 2
+    total = warmup + args.cycles * len(ARMS) * every
+    switcher = ArmSwitcher(
+        warmup,
+        every,
+        {
+            "plain": [],
+            "empty": [pl.Callback(), pl.Callback(), pl.Callback()],
+            "monitored": [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()],
+        },
     )
+    with tempfile.TemporaryDirectory() as log_dir:
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=total + 1,  # the last block's last step ends at the start of this one
+            log_every_n_steps=every,
+            logger=CSVLogger(log_dir, name="", version=""),
+            callbacks=[switcher],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+        trainer.fit(PPONetworks(), DataLoader(SyntheticRollouts(total + 1), batch_size=None, shuffle=False))
+        with open(f"{trainer.logger.log_dir}/metrics.csv") as file:
+            records = sum(1 for row in csv.DictReader(file) if row.get("saturation/AlphaGrad/all"))
+    print(f"monitor records: {records} (one per monitored block: {args.cycles})")
+    cycles = sorted({cycle for cycle, _ in switcher.wall if all((cycle, arm) in switcher.wall for arm in ARMS)})
+    steps = len(cycles) * every
+    for arm in ARMS:
+        wall = sum(switcher.wall[c, arm] for c in cycles)
+        cpu = sum(switcher.cpu[c, arm] for c in cycles)
+        print(f"{arm:9s}: {1e3 * wall / steps:.4f} ms/step wall, {1e3 * cpu / steps:.4f} ms/step CPU ({steps} steps)")
+    for arm in ARMS[1:]:
+        totals = {clock: sum(t[c, arm] for c in cycles) / sum(t[c, "plain"] for c in cycles)
+                  for clock, t in (("wall", switcher.wall), ("cpu", switcher.cpu))}  # fmt: skip
+        paired = statistics.median(switcher.wall[c, arm] / switcher.wall[c, "plain"] for c in cycles)
+        target = " (target <= 1.03)" if arm == "monitored" else " (three no-op callbacks)"
+        print(
+            f"{arm} / plain: totals {totals['wall']:.4f} wall, {totals['cpu']:.4f} CPU; "
+            f"median of per-cycle ratios {paired:.4f}{target}"
+        )
 
 
 if __name__ == "__main__":
