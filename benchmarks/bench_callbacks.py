@@ -14,8 +14,8 @@ includes AlphaGrad's switch to its compiled whole-group step) and then ``--cycle
 
 An arm's callbacks enter ``trainer.callbacks`` at its block's first step; every block holds one logging step, in its
 middle, so the steps after a logging step count for the same arm. Alternating inside one run keeps the model, its
-tensors, their memory layout and the logger the same for all arms; separate runs of the same arm differ by 2-5 %
-in their typical step, more than the effect measured here. The time of a step runs from one
+tensors, their memory layout and the logger the same for all arms; the typical step of separate runs of one arm
+varies with a standard deviation of 2-5 %, more than the effect measured here. The time of a step runs from one
 ``on_train_batch_start`` to the next (data, forward, backward, optimizer, callbacks, logging). Prints, per arm, the
 mean wall and CPU time per step and the ratios to ``plain``: of the totals, and the median over cycles of the ratio
 of the arm's block to the ``plain`` block of the same cycle (which other processes on the machine disturb least).
