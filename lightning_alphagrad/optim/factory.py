@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ChainedScheduler, LambdaLR, LRScheduler
 
+from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.optim.alphagrad import AlphaGrad
 
 __all__ = ["LRSchedule", "alphagrad_config", "weight_decay_groups"]
@@ -67,8 +68,7 @@ class LRSchedule:
             raise ValueError(f"Invalid lr_schedule: {kind!r}; it must be 'constant', 'linear' or 'cosine'")
         if warmup_steps < 0:
             raise ValueError(f"Invalid warmup_steps: {warmup_steps}; it must be >= 0")
-        if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"Invalid min_lr_ratio: {min_lr_ratio}; it must lie in [0, 1]")
+        check_range("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
         if kind != "constant" and (total_steps is None or total_steps <= warmup_steps):
             raise ValueError(
                 f"Invalid total_steps: {total_steps}; lr_schedule={kind!r} needs an integer total_steps > "

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lightning_alphagrad._validation import check_range
+
 __all__ = ["RewardScaler", "RunningMeanStd"]
 
 AllGather = Callable[[Tensor], Tensor]
@@ -159,8 +161,7 @@ class RewardScaler(nn.Module):
 
     def __init__(self, num_envs: int, gamma: float = 0.99, epsilon: float = 1e-8, clip: float | None = 10.0) -> None:
         super().__init__()
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"Invalid gamma: {gamma}; it must lie in [0, 1]")
+        check_range("gamma", gamma, 0.0, 1.0)
         self.gamma = gamma
         self.clip = clip
         self.return_rms = RunningMeanStd((), epsilon=epsilon, clip=None)

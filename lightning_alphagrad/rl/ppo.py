@@ -22,6 +22,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
+from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.optim import AlphaGrad
 from lightning_alphagrad.rl.data import step_index_loader
 from lightning_alphagrad.rl.envs import Vectorization, check_spaces, final_observations, make_vector_env, probe_spaces
@@ -58,18 +59,6 @@ def ppo_mlp(
         if not is_output:
             layers.append(nn.Tanh())
     return nn.Sequential(*layers)
-
-
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"Invalid {name}: {value}; it must be > 0")
-
-
-def _check_unit_interval(**values: float) -> None:
-    for name, value in values.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"Invalid {name}: {value}; it must lie in [0, 1]")
 
 
 class PPO(RLModule):
@@ -152,7 +141,7 @@ class PPO(RLModule):
     ) -> None:
         super().__init__(seed=seed)
         self.save_hyperparameters(ignore=["actor", "critic"])
-        _check_positive(
+        positive = dict(
             num_envs=num_envs,
             num_steps=num_steps,
             total_timesteps=total_timesteps,
@@ -162,7 +151,10 @@ class PPO(RLModule):
             eps=eps,
             alpha=alpha,
         )
-        _check_unit_interval(gamma=gamma, gae_lambda=gae_lambda)
+        for name, value in positive.items():
+            check_range(name, value, 0.0, math.inf, low_open=True, high_open=True)
+        check_range("gamma", gamma, 0.0, 1.0)
+        check_range("gae_lambda", gae_lambda, 0.0, 1.0)
         if (num_envs * num_steps) % num_minibatches != 0:
             raise ValueError(
                 f"Invalid num_minibatches: {num_minibatches}; it must divide num_envs * num_steps "
@@ -178,8 +170,7 @@ class PPO(RLModule):
             raise ValueError(f"Invalid target_kl: {target_kl}; it must be > 0 or None")
         if optimizer not in ("adam", "alphagrad"):
             raise ValueError(f"Invalid optimizer: {optimizer!r}; it must be 'adam' or 'alphagrad'")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"Invalid momentum: {momentum}; it must lie in [0, 1)")
+        check_range("momentum", momentum, 0.0, 1.0, high_open=True)
         if eval_interval is not None and eval_interval <= 0:
             raise ValueError(f"Invalid eval_interval: {eval_interval}; it must be > 0 or None")
         if num_eval_episodes < 0:
