@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from lightning_alphagrad.callbacks import StopAtEnvSteps
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,7 +63,7 @@ def main() -> None:
     if args.learning_starts is not None:
         name += f"-ls{args.learning_starts}"
     logger = CSVLogger(args.out, name=name)
-    callbacks = [StopAtEnvStep(args.stop_at)] if args.stop_at else []
+    callbacks = [StopAtEnvSteps(args.stop_at)] if args.stop_at else []
     trainer = L.Trainer(
         max_epochs=-1, logger=logger, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, default_root_dir=args.out,
@@ -75,17 +77,6 @@ def main() -> None:
     print(f"mean return of the last {args.last_episodes} logged windows: {last:.1f}")
     if evals:
         print("eval/return_mean by env step:", ", ".join(f"{s}: {r:.1f}" for s, r in evals))
-
-
-class StopAtEnvStep(L.Callback):
-    """Stops training once the module's ``env_steps`` reaches ``stop_at``."""
-
-    def __init__(self, stop_at: int) -> None:
-        self.stop_at = stop_at
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: object) -> None:
-        if module.env_steps >= self.stop_at:
-            trainer.should_stop = True
 
 
 def read_returns(path: str) -> tuple[list[float], list[tuple[int, float]]]:

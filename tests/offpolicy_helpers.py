@@ -1,4 +1,4 @@
-"""Helpers shared by the TD3 and DQN tests (and the DDP script): a quiet Trainer, flat parameters, a stop callback."""
+"""Helpers shared by the TD3 and DQN tests (and the DDP script): a quiet Trainer, flat parameters."""
 
 from __future__ import annotations
 
@@ -18,13 +18,3 @@ def params_of(module: nn.Module) -> Tensor:
     """All parameters of ``module`` as one new 1-D tensor."""
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
-
-class StopAt(L.Callback):
-    """Stops training at the end of the batch in which the module's ``env_steps`` reaches ``env_steps``."""
-
-    def __init__(self, env_steps: int) -> None:
-        self.env_steps = env_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: object) -> None:
-        if module.env_steps >= self.env_steps:
-            trainer.should_stop = True

@@ -12,9 +12,10 @@ import torch
 from ddp_script import assert_ranks_agree, run_on_two_ranks
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger
-from offpolicy_helpers import StopAt, make_trainer, params_of
+from offpolicy_helpers import make_trainer, params_of
 
 from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad.callbacks import StopAtEnvSteps
 from lightning_alphagrad.rl import DQN, DivergenceError, ReplayBatch
 
 torch.set_num_threads(1)
@@ -189,7 +190,7 @@ class Inspect(L.Callback):
 
 def test_resume_continues_schedule_networks_and_optimizer(tmp_path: object) -> None:
     model = DQN(**SMALL, save_replay_buffer=True)
-    trainer = make_trainer(tmp_path, callbacks=[StopAt(400)])
+    trainer = make_trainer(tmp_path, callbacks=[StopAtEnvSteps(400)])
     trainer.fit(model)
     path = os.path.join(str(tmp_path), "mid.ckpt")
     trainer.save_checkpoint(path)
@@ -255,3 +256,28 @@ def test_ddp_keeps_ranks_identical(tmp_path: Path) -> None:
     assert_ranks_agree(ranks)
     assert not torch.equal(ranks[0]["replay_obs"], ranks[1]["replay_obs"])  # each rank has its own envs and buffer
     assert ranks[0]["env_steps"] == ranks[1]["env_steps"] == 600
+
+
+# ---------------------------------------------------------------------------------------------- StopAtEnvSteps
+def test_stop_at_env_steps_ends_the_run_early_on_the_full_schedule(tmp_path: object) -> None:
+    model = DQN(**SMALL)
+    make_trainer(tmp_path, callbacks=[StopAtEnvSteps(250)]).fit(model)
+    per_batch = model.vector_steps_per_training_step * model.env_steps_per_vector_step
+    assert 250 <= model.env_steps < 250 + per_batch < SMALL["total_timesteps"]
+    # the exploration schedule still runs over total_timesteps (600): epsilon is where the full run has it
+    fraction = model.env_steps / (model.hparams.exploration_fraction * SMALL["total_timesteps"])
+    expected = model.hparams.start_e + fraction * (model.hparams.end_e - model.hparams.start_e)
+    assert model.epsilon() == pytest.approx(max(expected, model.hparams.end_e))
+
+
+@pytest.mark.parametrize("env_steps", [0, -5, 2.5, True])
+def test_stop_at_env_steps_refuses_a_non_positive_or_non_int_count(env_steps: object) -> None:
+    with pytest.raises(ValueError, match="Invalid env_steps"):
+        StopAtEnvSteps(env_steps)  # type: ignore[arg-type]
+
+
+def test_stop_at_env_steps_refuses_a_module_without_env_steps(tmp_path: object) -> None:
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    with pytest.raises(ValueError, match="needs a module that counts env_steps"):
+        make_trainer(tmp_path, max_epochs=1, callbacks=[StopAtEnvSteps(10)]).fit(BoringModel())

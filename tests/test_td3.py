@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ddp_script import assert_ranks_agree, run_on_two_ranks
-from offpolicy_helpers import StopAt, make_trainer, params_of
+from offpolicy_helpers import make_trainer, params_of
 from torch import Tensor, nn
 
 from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad.callbacks import StopAtEnvSteps
 from lightning_alphagrad.rl import TD3, DivergenceError, EnsembleCritic, ReplayBatch
 
 torch.set_num_threads(1)
@@ -167,7 +168,7 @@ class Inspect(L.Callback):
 def test_resume_continues_the_run(tmp_path: object, save_replay_buffer: bool) -> None:
     torch.manual_seed(0)
     model = small_td3(save_replay_buffer=save_replay_buffer)
-    trainer = make_trainer(tmp_path, callbacks=[StopAt(160)])
+    trainer = make_trainer(tmp_path, callbacks=[StopAtEnvSteps(160)])
     trainer.fit(model)
     path = os.path.join(str(tmp_path), "mid.ckpt")
     trainer.save_checkpoint(path)

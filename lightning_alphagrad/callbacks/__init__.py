@@ -1,9 +1,17 @@
-"""Lightning callbacks that show what AlphaGrad does: gradient norms, tanh saturation and alpha."""
+"""Lightning callbacks that show what AlphaGrad does (gradient norms, tanh saturation, alpha) and RL run control."""
 
 from lightning_alphagrad.callbacks.alpha_monitor import AlphaMonitor
 from lightning_alphagrad.callbacks.grad_norm_monitor import GradNormMonitor
 from lightning_alphagrad.callbacks.progress import RLProgressBar
 from lightning_alphagrad.callbacks.saturation_monitor import TanhSaturationMonitor
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor
+from lightning_alphagrad.callbacks.stop_at_env_steps import StopAtEnvSteps
 
-__all__ = ["AlphaMonitor", "GradNormMonitor", "OptimizerStepMonitor", "RLProgressBar", "TanhSaturationMonitor"]
+__all__ = [
+    "AlphaMonitor",
+    "GradNormMonitor",
+    "OptimizerStepMonitor",
+    "RLProgressBar",
+    "StopAtEnvSteps",
+    "TanhSaturationMonitor",
+]
