@@ -17,4 +17,3 @@ def make_trainer(tmp_path: object, **kwargs: object) -> L.Trainer:
 def params_of(module: nn.Module) -> Tensor:
     """All parameters of ``module`` as one new 1-D tensor."""
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
-

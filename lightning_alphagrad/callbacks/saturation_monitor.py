@@ -57,7 +57,8 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
             return {}
         layers = [layer_name(self.param_name(param, group_index, index)) for group_index, index, param, _ in entries]
         device = norms[0].device
-        order: list[int] = []
+        order: list[int] = []  # entries in the order of the sums below, and their sizes
+        sizes: list[int] = []
         sums = []  # per batch: (saturated components, sum of |u|) of every entry, float64, shape (2, entries)
         for batch in update_magnitudes(optimizer, entries, norms):
             magnitudes = batch.magnitudes
@@ -66,14 +67,15 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
             prefix = per_component.cumsum(1, dtype=torch.float64)[:, ends]  # prefix sums at the end of every tensor
             sums.append(torch.diff(prefix, dim=1, prepend=prefix.new_zeros(2, 1)).to(device))
             order += batch.indices
+            sizes += batch.numels
         saturated_sums, abs_sums = torch.cat(sums, 1).tolist()  # the one host transfer
         totals: dict[str, list[float]] = {}  # layer -> [saturated, sum of |u|, components]
-        for i, saturated, abs_sum in zip(order, saturated_sums, abs_sums, strict=True):
+        for i, size, saturated, abs_sum in zip(order, sizes, saturated_sums, abs_sums, strict=True):
             layer_totals = totals.setdefault(layers[i], [0.0, 0.0, 0.0])
             layer_totals[0] += saturated
             layer_totals[1] += abs_sum
-            layer_totals[2] += entries[i].grad.numel()
-        totals["all"] = [sum(saturated_sums), sum(abs_sums), float(sum(entry.grad.numel() for entry in entries))]
+            layer_totals[2] += size
+        totals["all"] = [sum(saturated_sums), sum(abs_sums), float(sum(sizes))]
         metrics: dict[str, float] = {}
         for key, (saturated, abs_sum, size) in totals.items():
             metrics[f"saturation/{name}/{key}"] = saturated / size

@@ -310,4 +310,3 @@ class TD3(OffPolicyModule):
         if "actor_loss" in self._last_metrics:
             metrics["losses/actor_loss"] = self._last_metrics["actor_loss"]
         return metrics
-
