@@ -68,6 +68,9 @@ def test_greedy_actions_in_numpy_follow_the_torch_network_and_its_updates() -> N
     other = DQN(env_id="CartPole-v1", total_timesteps=1000, learning_starts=100, seed=4).q_network
     network.load_state_dict(other.state_dict())
     assert network.greedy_actions(obs.numpy()).tolist() == other(obs).argmax(1).tolist()
+    last = network.net[-1]
+    last.bias = torch.nn.Parameter(torch.tensor([0.0, 1e6]))  # a new Parameter object: action 1 everywhere
+    assert network.greedy_actions(obs.numpy()).tolist() == [1] * 64 == network(obs).argmax(1).tolist()
     network.double()  # new storage: float64 leaves the numpy path
     assert network.greedy_actions(obs.numpy()) is None
 

@@ -29,8 +29,7 @@ class QNetwork(nn.Module):
             layers += [nn.Linear(n_in, n_out), nn.ReLU()]
         self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], num_actions))
         self._linears = tuple(layer for layer in self.net if isinstance(layer, nn.Linear))
-        # For greedy_actions: the parameters (weight, bias, weight, ...), the storage their numpy views were made for.
-        self._parameters_in_order = tuple(p for layer in self._linears for p in (layer.weight, layer.bias))
+        # For greedy_actions: the storage of (weight, bias, weight, ...) its numpy views were made for.
         self._numpy_storage: tuple[int, ...] = ()
         self._numpy_layers: list[tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -46,12 +45,13 @@ class QNetwork(nn.Module):
         weights are float32 on the CPU (then use ``forward``).
 
         On one observation per env step torch's dispatch (~2-4 us per op) costs more than the arithmetic; numpy's
-        is a fraction of that. The weights are numpy views of the parameters the network was built with (no copy:
-        every optimizer step is seen), made again when a parameter's storage changes (``to``, ``double``, ...).
+        is a fraction of that. The weights are numpy views of the current parameters (no copy:
+        every optimizer step is seen), made again when a parameter's storage changes (``to``, ``double``, a
+        parameter replaced by another, ...).
         """
-        storage = tuple(map(Tensor.data_ptr, self._parameters_in_order))
+        params = [p for layer in self._linears for p in (layer.weight, layer.bias)]
+        storage = tuple(map(Tensor.data_ptr, params))
         if storage != self._numpy_storage:
-            params = self._parameters_in_order
             self._numpy_layers = None
             if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
                 pairs = zip(params[::2], params[1::2], strict=True)
