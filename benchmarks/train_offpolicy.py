@@ -4,6 +4,8 @@ Examples::
 
     python benchmarks/train_offpolicy.py --algo td3 --env-id Hopper-v4 --total-timesteps 100000 --seed 0
     python benchmarks/train_offpolicy.py --algo dqn --env-id CartPole-v1 --total-timesteps 500000 --stop-at 250000
+    python benchmarks/train_offpolicy.py --algo td3 --env-id Hopper-v4 --total-timesteps 100000 --seed 0 \
+        --optimizer alphagrad --size-aware --alpha 1.5 --learning-starts 1000
 
 Prints the mean return of the last ``--last-episodes`` training episodes (from the episode log) and, with
 ``--eval-interval``, the deterministic evaluation returns.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import inspect
 import os
 import time
 
@@ -21,7 +25,9 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.callbacks import StopAtEnvSteps
+from lightning_alphagrad.rl import DQN, TD3
 
 
 def main() -> None:
@@ -33,12 +39,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--optimizer", choices=("adam", "alphagrad"), default="adam")
     parser.add_argument("--alpha", type=float, default=None)
+    parser.add_argument("--size-aware", action="store_true", help="TD3, AlphaGrad: alpha * sqrt(numel) per tensor")
     parser.add_argument("--adam-eps", type=float, default=None, help="Adam epsilon (default: the module's)")
     parser.add_argument("--learning-starts", type=int, default=None, help="random steps before updates")
     parser.add_argument("--eval-interval", type=int, default=0)
     parser.add_argument("--last-episodes", type=int, default=10)
     parser.add_argument("--out", default="runs")
     args = parser.parse_args()
+    if args.size_aware and (args.algo, args.optimizer, args.alpha is None) != ("td3", "alphagrad", False):
+        parser.error("--size-aware needs --algo td3 --optimizer alphagrad and an --alpha")
 
     torch.set_num_threads(1)
     L.seed_everything(args.seed, verbose=False)
@@ -49,15 +58,19 @@ def main() -> None:
         kwargs["adam_eps"] = args.adam_eps
     if args.learning_starts is not None:
         kwargs["learning_starts"] = args.learning_starts
+    if args.size_aware:  # TD3's default AlphaGrad settings with size_aware=True, as injected optimizers
+        default = {name: p.default for name, p in inspect.signature(TD3).parameters.items()}
+        kwargs["actor_optimizer"] = kwargs["critic_optimizer"] = functools.partial(
+            AlphaGrad, lr=default["learning_rate"], alpha=args.alpha, momentum=default["momentum"],
+            eps=default["alphagrad_eps"], size_aware=True,
+        )  # fmt: skip
     if args.algo == "td3":
-        from lightning_alphagrad.rl.td3 import TD3
-
         model = TD3(eval_interval=args.eval_interval, log_interval=1000, **kwargs)
     else:
-        from lightning_alphagrad.rl.dqn import DQN
-
         model = DQN(log_interval=1000, **kwargs)
     name = f"{args.algo}-{args.env_id}-{args.optimizer}-seed{args.seed}"
+    if args.optimizer == "alphagrad":
+        name += f"-{'size_aware_' if args.size_aware else ''}alpha{args.alpha if args.alpha is not None else 'default'}"
     if args.adam_eps is not None:
         name += f"-adam_eps{args.adam_eps:g}"
     if args.learning_starts is not None:
