@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.callbacks import StopAtEnvSteps
 from lightning_alphagrad.rl import TD3, DivergenceError, EnsembleCritic, ReplayBatch
+from lightning_alphagrad.rl.td3 import average_gradients
 
 torch.set_num_threads(1)
 
@@ -101,6 +102,31 @@ def test_delayed_actor_and_polyak_targets(tmp_path: object) -> None:
     before, after = snapshots[101], snapshots[102]
     torch.testing.assert_close(after[1], 0.5 * before[1] + 0.5 * after[0])
     assert torch.equal(snapshots[103][1], snapshots[102][1])
+    assert model.frozen_actor_updates == 0
+
+
+def test_average_gradients_single_process_flags() -> None:
+    tiny = [torch.zeros(3), torch.tensor([[0.0, 1e-30], [0.0, 0.0]])]
+    grads, bad, all_zero = average_gradients(tiny, False, world_size=1)
+    assert (bad, all_zero) == (False, False) and all(torch.equal(a, b) for a, b in zip(grads, tiny, strict=True))
+    assert average_gradients([torch.zeros(3), torch.zeros(2, 2)], False, 1)[1:] == (False, True)
+    assert average_gradients([torch.zeros(3), torch.zeros(2, 2)], True, 1)[1] is True  # the local flag
+    assert average_gradients([torch.tensor([1.0, float("nan")])], False, 1)[1] is True
+    assert average_gradients([torch.tensor([float("-inf"), 1.0])], False, 1)[1] is True
+
+
+def test_an_actor_saturated_everywhere_is_reported_as_frozen(tmp_path: object) -> None:
+    """tanh(100) is 1 in fp32 with a derivative of exactly 0: no gradient reaches the actor, which never moves."""
+    actor = SmallActor()
+    with torch.no_grad():
+        actor.net[2].weight.zero_()
+        actor.net[2].bias.fill_(100.0)
+    model = small_td3(actor=actor, total_timesteps=300, optimizer="alphagrad", alpha=100.0)
+    before = params_of(model.actor)
+    with pytest.warns(UserWarning, match="exactly zero for 100 consecutive actor updates"):
+        make_trainer(tmp_path).fit(model)
+    assert model.critic_updates == 219 and model.frozen_actor_updates == 219 // 2  # every actor update
+    assert torch.equal(params_of(model.actor), before)
 
 
 # --------------------------------------------------------------------------------------------------- bad input

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -21,21 +23,26 @@ from lightning_alphagrad.rl.replay import ReplayBatch
 
 __all__ = ["TD3"]
 
+FROZEN_ACTOR_WARNING_UPDATES = 100  # consecutive all-zero actor gradients before the warning
 
-def average_gradients(grads: list[Tensor], local_flag: bool, world_size: int) -> tuple[list[Tensor], bool]:
+
+def average_gradients(grads: list[Tensor], local_flag: bool, world_size: int) -> tuple[list[Tensor], bool, bool]:
     """Average ``grads`` over ranks in one all-reduce that also carries ``local_flag``.
 
-    Returns the averaged gradients and whether any rank raised its flag or any gradient is non-finite: every rank
-    gets the same answer, so every rank takes the same decision. With one process nothing is communicated.
+    Returns the averaged gradients, whether any rank raised its flag or any gradient is non-finite, and whether every
+    averaged entry is exactly zero: every rank gets the same answers, so every rank takes the same decisions. With one
+    process nothing is communicated.
     """
     flat = torch.cat([g.reshape(-1) for g in grads] + [torch.full((1,), float(local_flag), device=grads[0].device)])
     if world_size > 1:
         torch.distributed.all_reduce(flat)
         flat /= world_size
-    # One reduction: the sum is non-finite if any gradient entry is (or if finite entries overflow: diverged too).
-    bad = bool(~torch.isfinite(flat.sum()) | (flat[-1] > 0))
+    # One reduction, the L1 norm: non-finite if any entry is (or if finite entries overflow: diverged too), zero if
+    # and only if every entry is.
+    l1_norm = float(torch.linalg.vector_norm(flat[:-1], ord=1))
+    bad = not math.isfinite(l1_norm) or float(flat[-1]) > 0
     averaged = [chunk.view_as(g) for chunk, g in zip(flat[:-1].split([g.numel() for g in grads]), grads, strict=True)]
-    return averaged, bad
+    return averaged, bad, l1_norm == 0.0
 
 
 class TD3(OffPolicyModule):
@@ -96,7 +103,7 @@ class TD3(OffPolicyModule):
         seed: base seed of envs and noise (see :class:`~lightning_alphagrad.rl.RLModule`).
     """
 
-    COUNTERS = {**OffPolicyModule.COUNTERS, "critic_updates": None}
+    COUNTERS = {**OffPolicyModule.COUNTERS, "critic_updates": None, "frozen_actor_updates": 0}
 
     def __init__(
         self,
@@ -176,6 +183,7 @@ class TD3(OffPolicyModule):
 
         self.vector_steps_per_training_step = steps_per_training_step
         self.critic_updates = 0
+        self.frozen_actor_updates = 0  # consecutive actor updates whose gradient was exactly zero everywhere
         self._last_metrics: dict[str, Tensor] = {}
 
     def configure_optimizers(self) -> list[Optimizer]:
@@ -232,19 +240,22 @@ class TD3(OffPolicyModule):
         q_values = self.critic(batch.obs, batch.actions)
         return (q_values - target_q).pow(2).mean(dim=1), q_values
 
-    def _step_optimizer(self, optimizer: Any, loss: Tensor, params: list[Tensor], local_flag: bool) -> bool:
+    def _step_optimizer(
+        self, optimizer: Any, loss: Tensor, params: list[Tensor], local_flag: bool
+    ) -> tuple[bool, bool]:
         """Average the gradients of ``loss`` over ranks and step, unless some rank flagged or a gradient is not finite.
 
-        Returns True when the step was skipped (the decision is identical on every rank).
+        Returns whether the step was skipped and whether the averaged gradient was exactly zero everywhere (both
+        identical on every rank).
         """
         grads = torch.autograd.grad(loss, params)
-        grads, bad = average_gradients(list(grads), local_flag, self.world_size)
+        grads, bad, all_zero = average_gradients(list(grads), local_flag, self.world_size)
         if bad:
-            return True
+            return True, all_zero
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         optimizer.step()
-        return False
+        return False, all_zero
 
     def _update(self, actor_optimizer: Any, critic_optimizer: Any, local_reason: str | None) -> str | None:
         """One critic update, and every ``policy_frequency``-th an actor update plus the target Polyak update.
@@ -262,19 +273,33 @@ class TD3(OffPolicyModule):
                 local_reason = "the critic loss is not finite"
             elif bool(q_max > hp.max_abs_q):
                 local_reason = f"the critic diverged (|Q| = {float(q_max):.3g} > max_abs_q = {hp.max_abs_q:g})"
-        if self._step_optimizer(critic_optimizer, critic_loss, self._critic_params, local_reason is not None):
+        if self._step_optimizer(critic_optimizer, critic_loss, self._critic_params, local_reason is not None)[0]:
             return local_reason or "a critic loss, Q-value or gradient diverged on another rank"
         self.critic_updates += 1
         self._last_metrics["critic_losses"] = critic_losses.detach()
         self._last_metrics["q_values"] = q_values.detach()
         if self.critic_updates % hp.policy_frequency == 0:
             actor_loss = -self.critic(batch.obs, self.actor(batch.obs), num_members=1).mean()
-            if self._step_optimizer(actor_optimizer, actor_loss, self._actor_params, False):
+            skipped, all_zero = self._step_optimizer(actor_optimizer, actor_loss, self._actor_params, False)
+            if skipped:
                 return "the actor loss or gradient is not finite"
+            self._count_frozen_actor_update(all_zero)
             self._last_metrics["actor_loss"] = actor_loss.detach()
             with torch.no_grad():
                 torch._foreach_lerp_(self._target_params, self._online_params, hp.tau)
         return None
+
+    def _count_frozen_actor_update(self, all_zero: bool) -> None:
+        """Count consecutive actor updates with an all-zero gradient; warn once their number reaches
+        ``FROZEN_ACTOR_WARNING_UPDATES``. A tanh output saturated for every observation in the batch passes exactly
+        zero gradient in fp32: the actor cannot move again (seen with AlphaGrad at large ``alpha * momentum``)."""
+        self.frozen_actor_updates = self.frozen_actor_updates + 1 if all_zero else 0
+        if self.frozen_actor_updates == FROZEN_ACTOR_WARNING_UPDATES:
+            rank_zero_warn(
+                f"TD3: the actor's gradient has been exactly zero for {FROZEN_ACTOR_WARNING_UPDATES} consecutive actor"
+                f" updates (env step {self.env_steps}): its output is saturated at the action bounds and it cannot"
+                " learn any more. Restart with a smaller learning rate, alpha or momentum."
+            )
 
     def on_train_start(self) -> None:
         self._actor_params = [p for p in self.actor.parameters() if p.requires_grad]
@@ -300,7 +325,10 @@ class TD3(OffPolicyModule):
 
     def _metrics(self) -> dict[str, Tensor]:
         """CleanRL's TD3 panels from the last update: per-critic loss and mean Q, mean critic loss, actor loss."""
-        metrics = {"charts/critic_updates": torch.tensor(float(self.critic_updates))}
+        metrics = {
+            "charts/critic_updates": torch.tensor(float(self.critic_updates)),
+            "charts/frozen_actor_updates": torch.tensor(float(self.frozen_actor_updates)),
+        }
         if "critic_losses" in self._last_metrics:
             critic_losses, q_values = self._last_metrics["critic_losses"], self._last_metrics["q_values"]
             for i in range(critic_losses.shape[0]):
