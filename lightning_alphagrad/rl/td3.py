@@ -37,12 +37,11 @@ def average_gradients(grads: list[Tensor], local_flag: bool, world_size: int) ->
     if world_size > 1:
         torch.distributed.all_reduce(flat)
         flat /= world_size
-    # One reduction, the L1 norm: non-finite if any entry is (or if finite entries overflow: diverged too), zero if
-    # and only if every entry is.
-    l1_norm = float(torch.linalg.vector_norm(flat[:-1], ord=1))
-    bad = not math.isfinite(l1_norm) or float(flat[-1]) > 0
+    # One pass (NaN propagates into min and max): non-finite if any entry is, zero if and only if every entry is.
+    low, high = map(float, torch.aminmax(flat[:-1]))
+    bad = not (math.isfinite(low) and math.isfinite(high)) or float(flat[-1]) > 0
     averaged = [chunk.view_as(g) for chunk, g in zip(flat[:-1].split([g.numel() for g in grads]), grads, strict=True)]
-    return averaged, bad, l1_norm == 0.0
+    return averaged, bad, low == high == 0.0
 
 
 class TD3(OffPolicyModule):
