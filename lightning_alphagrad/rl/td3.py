@@ -57,7 +57,9 @@ class TD3(OffPolicyModule):
     Optimization is manual with two optimizers, ``[actor, critic]``. Gradients are computed with
     ``torch.autograd.grad`` and averaged across DDP ranks inside the module (one all-reduce per update), so plain
     ``Trainer(strategy="ddp")`` works although the critic loss never touches the actor. Precision: 32-bit or
-    ``bf16-mixed`` (no gradient scaler is used).
+    ``bf16-mixed`` (no gradient scaler is used). An actor whose averaged gradient is exactly zero (a tanh output
+    saturated for the whole batch) is counted in ``frozen_actor_updates``; at 100 such updates in a row the module
+    warns that it cannot learn any more.
 
     Step counts (``total_timesteps``, ``learning_starts``) are environment steps summed over all envs and ranks. Each
     rank has its own envs (seeded by rank) and replay buffer; parameters stay identical on all ranks.
