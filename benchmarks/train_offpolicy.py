@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--optimizer", choices=("adam", "alphagrad"), default="adam")
     parser.add_argument("--alpha", type=float, default=None)
+    parser.add_argument("--actor-alpha", type=float, default=None, help="TD3: the actor's own alpha")
     parser.add_argument("--size-aware", action="store_true", help="TD3, AlphaGrad: alpha * sqrt(numel) per tensor")
     parser.add_argument("--adam-eps", type=float, default=None, help="Adam epsilon (default: the module's)")
     parser.add_argument("--learning-starts", type=int, default=None, help="random steps before updates")
@@ -54,6 +55,10 @@ def main() -> None:
     kwargs = dict(env_id=args.env_id, total_timesteps=args.total_timesteps, seed=args.seed, optimizer=args.optimizer)
     if args.alpha is not None:
         kwargs["alpha"] = args.alpha
+    if args.actor_alpha is not None:
+        if (args.algo, args.optimizer, args.size_aware) != ("td3", "alphagrad", False):
+            parser.error("--actor-alpha needs --algo td3 --optimizer alphagrad without --size-aware")
+        kwargs["actor_alpha"] = args.actor_alpha
     if args.adam_eps is not None:
         kwargs["adam_eps"] = args.adam_eps
     if args.learning_starts is not None:
@@ -71,6 +76,8 @@ def main() -> None:
     name = f"{args.algo}-{args.env_id}-{args.optimizer}-seed{args.seed}"
     if args.optimizer == "alphagrad":
         name += f"-{'size_aware_' if args.size_aware else ''}alpha{args.alpha if args.alpha is not None else 'default'}"
+        if args.actor_alpha is not None:
+            name += f"-actor_alpha{args.actor_alpha:g}"
     if args.adam_eps is not None:
         name += f"-adam_eps{args.adam_eps:g}"
     if args.learning_starts is not None:
