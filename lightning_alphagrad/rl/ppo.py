@@ -30,6 +30,7 @@ from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
 from lightning_alphagrad.rl.evaluation import evaluate_policy
 from lightning_alphagrad.rl.module import RLModule
 from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
+from lightning_alphagrad.rl.optimizer_choice import check_optimizer_name
 
 __all__ = ["PPO", "ppo_mlp"]
 
@@ -168,8 +169,7 @@ class PPO(RLModule):
             raise ValueError(f"Invalid max_grad_norm: {max_grad_norm!r}; it must be > 0, 'auto' or None")
         if target_kl is not None and target_kl <= 0:
             raise ValueError(f"Invalid target_kl: {target_kl}; it must be > 0 or None")
-        if optimizer not in ("adam", "alphagrad"):
-            raise ValueError(f"Invalid optimizer: {optimizer!r}; it must be 'adam' or 'alphagrad'")
+        check_optimizer_name(optimizer)
         check_range("momentum", momentum, 0.0, 1.0, high_open=True)
         if eval_interval is not None and eval_interval <= 0:
             raise ValueError(f"Invalid eval_interval: {eval_interval}; it must be > 0 or None")
