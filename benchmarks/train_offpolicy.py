@@ -49,6 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.size_aware and (args.algo, args.optimizer, args.alpha is None) != ("td3", "alphagrad", False):
         parser.error("--size-aware needs --algo td3 --optimizer alphagrad and an --alpha")
+    if args.actor_alpha is not None and (args.algo, args.optimizer, args.size_aware) != ("td3", "alphagrad", False):
+        parser.error("--actor-alpha needs --algo td3 --optimizer alphagrad without --size-aware")
 
     torch.set_num_threads(1)
     L.seed_everything(args.seed, verbose=False)
@@ -56,8 +58,6 @@ def main() -> None:
     if args.alpha is not None:
         kwargs["alpha"] = args.alpha
     if args.actor_alpha is not None:
-        if (args.algo, args.optimizer, args.size_aware) != ("td3", "alphagrad", False):
-            parser.error("--actor-alpha needs --algo td3 --optimizer alphagrad without --size-aware")
         kwargs["actor_alpha"] = args.actor_alpha
     if args.adam_eps is not None:
         kwargs["adam_eps"] = args.adam_eps
