@@ -185,13 +185,22 @@ def tuned_learning_rate(results: Path, experiment: str, sweep: str) -> float | N
     return max(means, key=means.__getitem__) if means else None
 
 
-def plan_runs(names: Sequence[str], scale: str, work: Path, results: Path, seeds: int | None = None) -> list[Run]:
-    """Every (experiment, variant, seed) of the grid with its command line, arm by arm; an arm tuned by a sweep
-    joins the plan once the sweep has finished."""
+def plan_runs(
+    names: Sequence[str],
+    scale: str,
+    work: Path,
+    results: Path,
+    seeds: int | None = None,
+    variants: Sequence[str] | None = None,
+) -> list[Run]:
+    """Every (experiment, variant, seed) of the grid with its command line, arm by arm (only ``variants`` if given);
+    an arm tuned by a sweep joins the plan once the sweep has finished."""
     runs = []
     for name in names:
         exp = EXPERIMENTS[name]
         for variant in exp.variants:
+            if variants is not None and variant.name not in variants:
+                continue
             args = ("--config", str(CONFIGS / variant.config), *variant.args)
             if variant.tuned_by:
                 lr = tuned_learning_rate(results, name, variant.tuned_by)
@@ -354,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict | None]:
     run = sub.add_parser("run", help="run (or resume) the grid")
     run.add_argument("--scale", choices=("smoke", "full"), default="full")
     run.add_argument("--experiments", nargs="+", choices=tuple(EXPERIMENTS), default=list(EXPERIMENTS))
+    run.add_argument("--variants", nargs="+", default=None, help="only these arms (default: all)")
     run.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: the scale's)")
     run.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
     run.add_argument("--checkpoint-every", type=int, default=50_000, help="env steps between checkpoints")
@@ -367,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict | None]:
     if args.command == "report":
         from paper_report import write_report  # rliable and pandas: the [repro] extra
 
-        print(f"Report: {write_report(args.results, args.out)}")
+        print(f"Report: {write_report(args.results, args.out, EXPERIMENTS)}")
         return []
     for name in ("jobs", "checkpoint_every", "seeds"):
         value = getattr(args, name)
@@ -375,11 +385,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict | None]:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     results = args.results or (ROOT / "results" / "paper" if args.scale == "full" else args.work / "results")
     grid = Grid(results, args.checkpoint_every)
-    runs = plan_runs(args.experiments, args.scale, args.work, results, args.seeds)
+    known = {v.name for name in args.experiments for v in EXPERIMENTS[name].variants}
+    if args.variants is not None and not set(args.variants) <= known:
+        parser.error(f"--variants: unknown {sorted(set(args.variants) - known)}; choose from {sorted(known)}")
+    runs = plan_runs(args.experiments, args.scale, args.work, results, args.seeds, args.variants)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         entries = list(pool.map(grid.execute, runs))
     # a sweep that just finished unlocks the arm it tunes
-    later = [r for r in plan_runs(args.experiments, args.scale, args.work, results, args.seeds) if r not in runs]
+    later = plan_runs(args.experiments, args.scale, args.work, results, args.seeds, args.variants)
+    later = [r for r in later if r not in runs]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         entries += list(pool.map(grid.execute, later))
     finished = sum(e is not None for e in entries)

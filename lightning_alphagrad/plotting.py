@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_learning_curve", "plot_panels", "read_curve"]
+__all__ = ["plot_learning_curve", "read_curve"]
 
 
 def read_curve(metrics_csv: str | Path, y: str, x: str = "env_steps") -> tuple[np.ndarray, np.ndarray]:
@@ -53,52 +51,5 @@ def plot_learning_curve(
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def _interpolate(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Resample several (x, y) curves on a common grid over their shared x range: returns grid (P,), ys (runs, P)."""
-    lo = max(c[0][0] for c in curves)
-    hi = min(c[0][-1] for c in curves)
-    grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
-    return grid, np.stack([np.interp(grid, xs, ys) for xs, ys in curves])
-
-
-def plot_panels(
-    runs: Mapping[str, Sequence[str | Path]], panels: Sequence[tuple[str, str]], out_png: str | Path,
-    x: str = "env_steps", title: str = "",
-) -> Path:
-    """One figure with a panel per metric: for each variant the mean over its seeds and a +-1 std band.
-
-    Args:
-        runs: variant name -> the ``metrics.csv`` of each of its seeds.
-        panels: (metric key, panel title) pairs, e.g. ``("charts/episodic_return", "Episodic return")``.
-        out_png: where the figure goes.
-    """
-    cols = min(2, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
-    for ax, (key, panel_title) in zip(axes.flat, panels, strict=False):
-        for variant, files in runs.items():
-            curves = [c for c in (read_curve(f, key, x) for f in files) if len(c[0]) > 1]
-            if not curves:
-                continue
-            grid, ys = _interpolate(curves)
-            mean, std = ys.mean(axis=0), ys.std(axis=0)
-            ax.plot(grid, mean, label=f"{variant} (n={len(curves)})")
-            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-        ax.set_title(panel_title)
-        ax.set_xlabel(x)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

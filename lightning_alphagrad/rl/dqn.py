@@ -237,8 +237,9 @@ class DQN(OffPolicyModule):
             )
         super().on_fit_start()
 
-    def on_train_batch_start(self, batch: int, batch_idx: int) -> None:
-        self._batch_vector_steps = self.chunk_length(batch)
+    def on_train_batch_start(self, batch: int, batch_idx: int) -> int | None:
+        self._batch_vector_steps = self.chunk_length()
+        return super().on_train_batch_start(batch, batch_idx)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """The batch's updates: per update, ``train_frequency`` vector steps and the TD loss's backward (Lightning's

@@ -146,14 +146,18 @@ class OffPolicyModule(RLModule):
                 envs.close()
 
     def train_dataloader(self) -> DataLoader:
-        chunk = self.vector_steps_per_training_step
-        done = self.env_steps // self.env_steps_per_vector_step
-        return step_index_loader(-(-done // chunk), -(-self.vector_steps_per_rank // chunk))
+        # One index per chunk of the whole run, also when resuming: Lightning restores how many batches of the epoch
+        # are done (a checkpoint written mid-epoch) and runs the rest. The clock is env_steps (see chunk_length).
+        return step_index_loader(0, -(-self.vector_steps_per_rank // self.vector_steps_per_training_step))
 
-    def chunk_length(self, batch_index: int) -> int:
-        """Vector steps of training step ``batch_index`` (the last chunk may be shorter)."""
-        first = batch_index * self.vector_steps_per_training_step
-        return min(self.vector_steps_per_training_step, self.vector_steps_per_rank - first)
+    def chunk_length(self) -> int:
+        """Vector steps of the current training step: a full chunk, or what is left of the run."""
+        done = self.env_steps // self.env_steps_per_vector_step
+        return min(self.vector_steps_per_training_step, self.vector_steps_per_rank - done)
+
+    def on_train_batch_start(self, batch: int, batch_idx: int) -> int | None:
+        # -1 ends the epoch: the run is done even if the batches Lightning counted are not (on every rank alike)
+        return -1 if self.env_steps // self.env_steps_per_vector_step >= self.vector_steps_per_rank else None
 
     def env_step(self) -> str | None:
         """Take one vector-env step with :meth:`explore` and store it; a reason if something is not finite."""

@@ -312,7 +312,7 @@ class TD3(OffPolicyModule):
         actor_optimizer, critic_optimizer = self.optimizers()
         env_steps_before = self.env_steps
         reason = None
-        for _ in range(self.chunk_length(batch_index)):
+        for _ in range(self.chunk_length()):
             learning = self.learning  # CleanRL: update after the env step of global_step > learning_starts
             reason = self.env_step()
             if learning:
