@@ -26,6 +26,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.optim.grad_stats import step_grad_norms, update_magnitudes
+from lightning_alphagrad.optim.sharded import sum_over_shards
 
 __all__ = [
     "AlphaScheduler",
@@ -392,12 +393,13 @@ class SaturationTargetAlpha(AlphaScheduler):
         if not entries:
             return None
         groups = len(self.optimizer.param_groups)
-        counts = torch.zeros(groups, 2, dtype=torch.float64, device=norms[0].device)  # (saturated, finite)
-        totals = [0] * groups
+        counts = torch.zeros(groups, 3, dtype=torch.float64, device=norms[0].device)  # (saturated, finite, all)
         for batch in update_magnitudes(self.optimizer, entries, norms):
             group_index, magnitudes = entries[batch.indices[0]].group_index, batch.magnitudes
             saturated = (magnitudes >= self.threshold).sum(dtype=torch.float64)
             finite = magnitudes.isfinite().sum(dtype=torch.float64)
-            counts[group_index] += torch.stack([saturated, finite]).to(counts.device)
-            totals[group_index] += magnitudes.numel()
-        return [(s, f, t) for (s, f), t in zip(counts.tolist(), totals, strict=True)]
+            size = torch.tensor(magnitudes.numel(), dtype=torch.float64)
+            counts[group_index] += torch.stack([saturated, finite, size.to(saturated.device)]).to(counts.device)
+        # sharded gradients: this rank counted its shards; the sum over the shards counts the full tensors
+        sum_over_shards(counts, [entry.grad for entry in entries])
+        return [(s, f, int(t)) for s, f, t in counts.tolist()]

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from lightning_alphagrad._validation import check_range
 from lightning_alphagrad.callbacks.step_monitor import OptimizerStepMonitor, layer_name
 from lightning_alphagrad.optim.grad_stats import step_grad_norms, update_magnitudes
+from lightning_alphagrad.optim.sharded import sum_over_shards
 
 __all__ = ["TanhSaturationMonitor"]
 
@@ -63,12 +64,15 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
         for batch in update_magnitudes(optimizer, entries, norms):
             magnitudes = batch.magnitudes
             per_component = torch.stack([(magnitudes >= self.threshold).to(magnitudes.dtype), magnitudes])
-            ends = torch.tensor(list(itertools.accumulate(batch.numels)), device=magnitudes.device) - 1
-            prefix = per_component.cumsum(1, dtype=torch.float64)[:, ends]  # prefix sums at the end of every tensor
+            cumulative = per_component.cumsum(1, dtype=torch.float64)
+            ends = torch.tensor(list(itertools.accumulate(batch.numels)), device=magnitudes.device)
+            prefix = torch.cat([cumulative.new_zeros(2, 1), cumulative], 1)[:, ends]  # sums up to every tensor's end
             sums.append(torch.diff(prefix, dim=1, prepend=prefix.new_zeros(2, 1)).to(device))
             order += batch.indices
-            sizes += batch.numels
-        saturated_sums, abs_sums = torch.cat(sums, 1).tolist()  # the one host transfer
+            sizes += [entries[i].grad.numel() for i in batch.indices]  # of the full tensors when sharded
+        # full tensors' sums when sharded (one all-reduce), then the one host transfer
+        totals_per_entry = sum_over_shards(torch.cat(sums, 1), [entries[i].grad for i in order])
+        saturated_sums, abs_sums = totals_per_entry.tolist()
         totals: dict[str, list[float]] = {}  # layer -> [saturated, sum of |u|, components]
         for i, size, saturated, abs_sum in zip(order, sizes, saturated_sums, abs_sums, strict=True):
             layer_totals = totals.setdefault(layers[i], [0.0, 0.0, 0.0])

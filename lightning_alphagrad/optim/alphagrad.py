@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
@@ -27,9 +28,12 @@ from lightning_alphagrad.optim.kernels import (
     foreach_alphagrad,
     single_tensor_alphagrad,
 )
+from lightning_alphagrad.optim.sharded import check_not_fsdp1, local
 
 __all__ = ["AlphaGrad", "Impl", "NonFiniteGradientError"]
 
+# Counters of the whole optimizer, kept in every param group (torch keeps optimizer.state per parameter, and
+# distributed checkpoints map each of its keys to a parameter; param groups travel through state_dict() and DCP).
 SKIPPED_STEPS_KEY = "skipped_steps"
 Impl = Literal["auto", "reference", "foreach", "flat", "compiled"]
 IMPLS: tuple[str, ...] = ("auto", "reference", "foreach", "flat", "compiled")
@@ -188,18 +192,11 @@ class AlphaGrad(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        self._validate_group(self.param_groups[-1])
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__.setdefault("on_nonfinite", "skip")
-        self.__dict__.setdefault("_flat_layouts", {})
-        self.__dict__.setdefault("_group_steps", {})
-        for group in self.param_groups:
-            group.setdefault("size_aware", False)
-            group.setdefault("foreach", None)
-            group.setdefault("impl", "auto")
-            group.setdefault("fast_tanh", None)
+        group = self.param_groups[-1]
+        self._validate_group(group)
+        check_not_fsdp1(group["params"])
+        group.setdefault(SKIPPED_STEPS_KEY, 0)
+        group.setdefault(FLAT_STEPS_KEY, 0)
 
     @property
     def last_impls(self) -> tuple[str, ...]:
@@ -208,8 +205,8 @@ class AlphaGrad(Optimizer):
 
     @property
     def skipped_steps(self) -> int:
-        """Number of steps skipped because a gradient was not finite (kept in the state, so in checkpoints)."""
-        return int(self.state.get(SKIPPED_STEPS_KEY, 0))
+        """Number of steps skipped because a gradient was not finite (kept in the param groups, so in checkpoints)."""
+        return int(max(group[SKIPPED_STEPS_KEY] for group in self.param_groups))
 
     @_lean_step_hooks
     @torch.no_grad()
@@ -245,9 +242,10 @@ class AlphaGrad(Optimizer):
         for step in prepared:
             step.run(self.state)
         self._last_impls = tuple(step.impl for step in prepared)
-        # Consecutive steps of a single group on the flat kernel (see AUTO_COMPILE_AFTER); kept in the state so that a
+        # Consecutive steps of a single group on the flat kernel (see AUTO_COMPILE_AFTER); kept in the group so that a
         # resumed run switches kernels at the same step as an uninterrupted one.
-        self.state[FLAT_STEPS_KEY] = self.state.get(FLAT_STEPS_KEY, 0) + 1 if self._last_impls == ("flat",) else 0
+        group = self.param_groups[0]
+        group[FLAT_STEPS_KEY] = group[FLAT_STEPS_KEY] + 1 if self._last_impls == ("flat",) else 0
         return loss
 
     def _runs_whole_group(self, group: dict[str, Any]) -> bool:
@@ -255,12 +253,12 @@ class AlphaGrad(Optimizer):
         group has taken ``AUTO_COMPILE_AFTER`` flat steps in a row and the compiler works."""
         if group["impl"] == "compiled":
             return True
-        if group["impl"] != "auto" or self.state.get(FLAT_STEPS_KEY, 0) < AUTO_COMPILE_AFTER:
+        if group["impl"] != "auto" or group[FLAT_STEPS_KEY] < AUTO_COMPILE_AFTER:
             return False
         first = self._flat_layouts[0].params[0]
         if not compiler_works(first.device.type, first.dtype):
             return False
-        if self.state[FLAT_STEPS_KEY] == AUTO_COMPILE_AFTER and 0 not in self._group_steps:
+        if group[FLAT_STEPS_KEY] == AUTO_COMPILE_AFTER and 0 not in self._group_steps:
             _log.info("AlphaGrad: compiling the whole-group step after %d steps (once)", AUTO_COMPILE_AFTER)
         return True
 
@@ -326,10 +324,11 @@ class AlphaGrad(Optimizer):
         if not all_norms:
             return
         finite = torch.stack(all_norms).sum().isfinite()
-        skipped = self.state.get(SKIPPED_STEPS_KEY)
-        if not isinstance(skipped, Tensor):
-            skipped = torch.tensor(float(skipped or 0), device=finite.device)
-        self.state[SKIPPED_STEPS_KEY] = skipped + (~finite).to(skipped.dtype)
+        for group in self.param_groups:
+            skipped = group[SKIPPED_STEPS_KEY]
+            if not isinstance(skipped, Tensor):
+                skipped = torch.tensor(float(skipped), device=finite.device)
+            group[SKIPPED_STEPS_KEY] = skipped + (~finite).to(skipped.dtype)
         for group, (params, grads, bufs), group_norms in zip(self.param_groups, gathered, norms, strict=True):
             if not params:
                 continue
@@ -341,7 +340,8 @@ class AlphaGrad(Optimizer):
         message = "AlphaGrad: a gradient holds inf or NaN"
         if self.on_nonfinite == "raise":
             raise NonFiniteGradientError(message + " (on_nonfinite='raise')")
-        self.state[SKIPPED_STEPS_KEY] = self.skipped_steps + 1
+        for group in self.param_groups:
+            group[SKIPPED_STEPS_KEY] += 1
         warnings.warn(
             f"{message}; the step was skipped, parameters and momentum are unchanged "
             f"({self.skipped_steps} skipped so far)",
@@ -366,6 +366,7 @@ class _GroupStep:
         self.norms: Tensor | list[Tensor] = []
         self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
         self.has_buffer = False
+        self.numels: list[int] | None = None  # of the whole tensors, when the kernel gets local shards
 
     def prepare(self, optimizer: AlphaGrad, grads: list[Tensor] | None) -> _GroupStep:
         """Compute the gradient norms (or take those already computed for these gradients in this step, see
@@ -387,10 +388,15 @@ class _GroupStep:
             return self
         if self.impl in ("flat", "compiled"):
             self.impl = "foreach" if len(self.params) > 1 else "reference"
+        # norms of the gradients themselves: those of the full tensors for sharded ones (one all-reduce, see
+        # grad_norms), equal for their real views and sign flips
+        full_grads = [p.grad for p in self.params if p.grad is not None]
+        if isinstance(self.params[0], DTensor):
+            self.numels = [torch.view_as_real(g).numel() if g.is_complex() else g.numel() for g in full_grads]
         self.params, self.grads, self.bufs = _gather(state, group, self.params)
         # the shared norms come from grad_norms' foreach form: only the foreach kernel computes its norms that way
-        shared = cached_grad_norms(optimizer, self.grads) if self.impl == "foreach" else None
-        self.norms = shared or grad_norms(self.grads, self.impl == "foreach")
+        shared = cached_grad_norms(optimizer, full_grads) if self.impl == "foreach" else None
+        self.norms = shared or grad_norms(full_grads, self.impl == "foreach")
         self.norm_sum = _sum_norms(self.norms)
         return self
 
@@ -423,7 +429,7 @@ class _GroupStep:
             _store_buffers(state, group, self.params, self.bufs)
         else:
             kernel = foreach_alphagrad if self.impl == "foreach" else single_tensor_alphagrad
-            kernel(self.params, self.grads, self.bufs, self.norms, keep=None, **_hyper(group))  # type: ignore[arg-type]
+            kernel(self.params, self.grads, self.bufs, self.norms, keep=None, numels=self.numels, **_hyper(group))  # type: ignore[arg-type]
             _store_buffers(state, group, [p for p in group["params"] if p.grad is not None], self.bufs)
 
 
@@ -448,6 +454,8 @@ def _choose_impl(group: dict[str, Any], params: list[Tensor]) -> str:
     if impl != "auto":
         return impl
     first = params[0]
+    if isinstance(first, DTensor):  # sharded: the kernels run on the local shards
+        return "foreach" if len(params) > 1 else "reference"
     if first.device.type == "cpu" and flat_eligible(params):
         if sum(p.numel() for p in params) <= FLAT_MAX_NUMEL:
             return "flat"
@@ -468,21 +476,21 @@ def _uniform_grads(params: list[Tensor]) -> list[Tensor] | None:
 def _gather(
     state: dict[Any, Any], group: dict[str, Any], params: list[Tensor]
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
-    """Params with a gradient, their gradients (sign-flipped if maximizing) and momentum buffers, as real views."""
+    """Params with a gradient, their gradients (sign-flipped if maximizing) and momentum buffers, as real views and,
+    for sharded (``DTensor``) parameters, as this rank's shards."""
     real_params, grads, bufs = [], [], []
     for p in params:
         if p.grad is None:
             continue
         if p.grad.is_sparse:
             raise RuntimeError("AlphaGrad does not support sparse gradients; use dense gradients")
-        grad = -p.grad if group["maximize"] else p.grad
-        if torch.is_complex(p):
-            real_params.append(torch.view_as_real(p))
-            grad = torch.view_as_real(grad)
-        else:
-            real_params.append(p)
+        param, grad = local(p), local(p.grad)
+        grad = -grad if group["maximize"] else grad
+        if torch.is_complex(param):
+            param, grad = torch.view_as_real(param), torch.view_as_real(grad)
+        real_params.append(param)
         grads.append(grad)
-        buf = state[p].get("momentum_buffer") if group["momentum"] > 0 else None
+        buf = local(state[p]["momentum_buffer"]) if group["momentum"] > 0 and "momentum_buffer" in state[p] else None
         bufs.append(torch.view_as_real(buf) if buf is not None and torch.is_complex(buf) else buf)
     return real_params, grads, bufs
 
@@ -495,7 +503,11 @@ def _store_buffers(
         return
     for p, buf in zip(params, bufs, strict=True):
         if buf is not None and "momentum_buffer" not in state[p]:
-            state[p]["momentum_buffer"] = torch.view_as_complex(buf) if torch.is_complex(p) else buf
+            buf = torch.view_as_complex(buf) if torch.is_complex(p) else buf
+            if isinstance(p, DTensor):  # sharded like its parameter, so distributed checkpoints save it the same way
+                buf = DTensor.from_local(buf, p.device_mesh, p.placements, run_check=False, shape=p.shape,
+                                         stride=p.stride())  # fmt: skip
+            state[p]["momentum_buffer"] = buf
 
 
 def _use_foreach(group: dict[str, Any], grads: list[Tensor]) -> bool:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
+
+from lightning_alphagrad.optim.sharded import local, shard_group
 
 __all__ = [
     "effective_alpha",
@@ -52,7 +55,17 @@ def indices_by_device_and_dtype(tensors: list[Tensor]) -> list[list[int]]:
 
 
 def grad_norms(grads: list[Tensor], foreach: bool = True) -> list[Tensor]:
-    """:func:`grad_norm` of every tensor in ``grads``; ``foreach``: one ``_foreach_norm`` per device and dtype."""
+    """:func:`grad_norm` of every tensor in ``grads``; ``foreach``: one ``_foreach_norm`` per device and dtype.
+
+    Sharded gradients (``DTensor``, FSDP2) get the norms of the full tensors, as plain 0-d tensors equal on every
+    rank: the squared norms of the local shards, summed in fp64 by one all-reduce (see ``sharded.py``).
+    """
+    group = shard_group(grads)
+    if group is not None:
+        norms = grad_norms([local(g) for g in grads], foreach)
+        squares = torch.stack([n.to(torch.float64) for n in norms]).square_()
+        dist.all_reduce(squares, op=dist.ReduceOp.SUM, group=group)
+        return [full.to(n.dtype) for full, n in zip(squares.sqrt_().unbind(), norms, strict=True)]
     if not foreach:
         return [grad_norm(g) for g in grads]
     norms: list[Tensor | None] = [None] * len(grads)
@@ -64,7 +77,13 @@ def grad_norms(grads: list[Tensor], foreach: bool = True) -> list[Tensor]:
 
 
 def normalized_tanh_update(
-    grad: Tensor, alpha: float, eps: float, *, size_aware: bool = False, norm: Tensor | None = None
+    grad: Tensor,
+    alpha: float,
+    eps: float,
+    *,
+    size_aware: bool = False,
+    norm: Tensor | None = None,
+    numel: int | None = None,
 ) -> Tensor:
     """``u = tanh(alpha_t * g / (||g|| + eps))`` for one tensor, in ``upcast_dtype(grad.dtype)``.
 
@@ -74,6 +93,7 @@ def normalized_tanh_update(
         eps: added to the norm (> 0); a zero gradient gives a zero update.
         size_aware: use ``alpha * sqrt(grad.numel())`` as the steepness.
         norm: ``||grad||_2`` if already computed (as returned by :func:`grad_norm`).
+        numel: elements of the whole tensor when ``grad`` is one shard of it (for ``size_aware``).
 
     Returns:
         ``u`` with the shape of ``grad``; this is exactly the update direction the optimizer uses before momentum.
@@ -81,11 +101,17 @@ def normalized_tanh_update(
     if norm is None:
         norm = grad_norm(grad)
     normalized = grad.to(norm.dtype) / (norm + eps)
-    return normalized.mul_(effective_alpha(alpha, grad.numel(), size_aware)).tanh_()
+    return normalized.mul_(effective_alpha(alpha, numel or grad.numel(), size_aware)).tanh_()
 
 
 def normalized_tanh_updates(
-    grads: list[Tensor], norms: list[Tensor], alpha: float, eps: float, *, size_aware: bool = False
+    grads: list[Tensor],
+    norms: list[Tensor],
+    alpha: float,
+    eps: float,
+    *,
+    size_aware: bool = False,
+    numels: list[int] | None = None,
 ) -> list[Tensor]:
     """:func:`normalized_tanh_update` of every tensor of ``grads`` (one device and dtype), as ``_foreach`` ops.
 
@@ -93,6 +119,7 @@ def normalized_tanh_updates(
         grads: gradients of one param group, all on one device with one dtype.
         norms: their L2 norms (0-d, ``upcast_dtype`` of the gradients), as from :func:`grad_norms`.
         alpha, eps, size_aware: the group's hyper-parameters.
+        numels: elements of each whole tensor when ``grads`` are shards (for ``size_aware``).
 
     Returns:
         New tensors ``u`` in ``upcast_dtype(grads[0].dtype)``, shaped like ``grads``; the foreach kernel's update.
@@ -102,7 +129,8 @@ def normalized_tanh_updates(
         grads = [g.to(compute) for g in grads]
     updates = torch._foreach_div(grads, torch._foreach_add(norms, eps))
     if size_aware:
-        torch._foreach_mul_(updates, [effective_alpha(alpha, g.numel(), True) for g in grads])
+        numels = numels or [g.numel() for g in grads]
+        torch._foreach_mul_(updates, [effective_alpha(alpha, n, True) for n in numels])
     else:
         torch._foreach_mul_(updates, alpha)
     torch._foreach_tanh_(updates)

@@ -25,6 +25,7 @@ from torch.optim import Optimizer
 
 from lightning_alphagrad.optim.functional import effective_alpha, grad_norms, upcast_dtype
 from lightning_alphagrad.optim.kernels.flat import flatten, normalized_tanh_update_
+from lightning_alphagrad.optim.sharded import local
 
 __all__ = ["FlatMagnitudes", "GradEntry", "cached_grad_norms", "step_grad_norms", "update_magnitudes"]
 
@@ -97,10 +98,11 @@ def cached_grad_norms(optimizer: Optimizer, grads: list[Tensor]) -> list[Tensor]
 
 
 class FlatMagnitudes(NamedTuple):
-    """``|u|`` of some entries (one param group, device and dtype), flattened one after another."""
+    """``|u|`` of some entries (one param group, device and dtype), flattened one after another; of this rank's
+    shards for sharded (``DTensor``) gradients."""
 
     indices: list[int]  # positions in the entries list, in order
-    numels: list[int]  # elements of each of them
+    numels: list[int]  # elements of each of them here (of the local shard when sharded)
     magnitudes: Tensor  # 1-D, sum(numels) elements
 
 
@@ -108,19 +110,22 @@ class FlatMagnitudes(NamedTuple):
 def update_magnitudes(optimizer: Optimizer, entries: list[GradEntry], norms: list[Tensor]) -> list[FlatMagnitudes]:
     """``|u|``: the update AlphaGrad makes from these gradients with each group's current ``alpha``, ``eps`` and
     ``size_aware``, computed by :func:`~lightning_alphagrad.optim.kernels.flat.normalized_tanh_update_` (the flat
-    kernel's function, here with ``torch.tanh``) on one flat copy of the gradients per group, device and dtype."""
+    kernel's function, here with ``torch.tanh``) on one flat copy of the gradients per group, device and dtype.
+    Sharded gradients: ``u`` of the local shards, with the full tensors' ``norms`` and sizes (so with the values the
+    optimizer uses); sum what is derived from them with ``sharded.sum_over_shards``."""
     batches: dict[tuple[int, torch.device, torch.dtype], list[int]] = {}
     for i, entry in enumerate(entries):
         batches.setdefault((entry.group_index, entry.grad.device, entry.grad.dtype), []).append(i)
     result = []
     for (group_index, _, dtype), indices in batches.items():
         group = optimizer.param_groups[group_index]
-        numels = [entries[i].grad.numel() for i in indices]
-        flat = flatten([entries[i].grad for i in indices]).to(upcast_dtype(dtype))
+        grads = [local(entries[i].grad) for i in indices]
+        numels = [g.numel() for g in grads]
+        flat = flatten(grads).to(upcast_dtype(dtype))
         alpha = float(group["alpha"])
         steepness: Tensor | float = alpha
         if group.get("size_aware", False):
-            alphas = [effective_alpha(alpha, n, True) for n in numels]
+            alphas = [effective_alpha(alpha, entries[i].grad.numel(), True) for i in indices]
             steepness = torch.tensor(alphas, dtype=flat.dtype, device=flat.device)
         group_norms = torch.stack([norms[i] for i in indices]).to(flat.dtype)
         normalized_tanh_update_(flat, numels, group_norms, steepness, group["eps"], fast_tanh=False)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 from lightning_alphagrad.optim.kernels.fast_tanh import sigmoid_tanh_
 
@@ -24,9 +25,10 @@ FLAT_DTYPES = (torch.float32, torch.float64)
 
 
 def flat_eligible(params: list[Tensor]) -> bool:
-    """Dense, contiguous, real fp32/fp64 parameters of one dtype on one device (gradients are checked per step)."""
+    """Dense, contiguous, real fp32/fp64 parameters of one dtype on one device, not sharded (gradients are checked
+    per step)."""
     first = params[0]
-    return first.dtype in FLAT_DTYPES and all(
+    return first.dtype in FLAT_DTYPES and not isinstance(first, DTensor) and all(
         p.dtype == first.dtype and p.device == first.device and p.layout == torch.strided and p.is_contiguous()
         for p in params
     )

@@ -26,6 +26,7 @@ def foreach_alphagrad(
     eps: float,
     size_aware: bool,
     keep: Tensor | None,
+    numels: list[int] | None = None,
 ) -> None:
     """Same contract as :func:`~lightning_alphagrad.optim.kernels.reference.single_tensor_alphagrad`.
 
@@ -35,9 +36,10 @@ def foreach_alphagrad(
         [params, grads, bufs, norms], with_indices=True  # type: ignore[list-item]
     )
     for (_device, _dtype), ((dev_params, dev_grads, dev_bufs, dev_norms), indices) in grouped.items():
+        dev_numels = [numels[i] for i in indices] if numels is not None else None
         if keep is not None:
             dev_grads = [torch.where(keep, g, 0) for g in dev_grads]
-        updates = normalized_tanh_updates(dev_grads, dev_norms, alpha, eps, size_aware=size_aware)
+        updates = normalized_tanh_updates(dev_grads, dev_norms, alpha, eps, size_aware=size_aware, numels=dev_numels)
         if updates[0].dtype != dev_params[0].dtype:
             updates = [u.to(dev_params[0].dtype) for u in updates]
 

@@ -25,16 +25,20 @@ def single_tensor_alphagrad(
     eps: float,
     size_aware: bool,
     keep: Tensor | None,
+    numels: list[int] | None = None,
 ) -> None:
     """Update ``params`` in place; new momentum buffers are written into ``bufs`` (``None`` entries).
 
     ``norms`` are the gradients' L2 norms (see :func:`~lightning_alphagrad.optim.functional.grad_norm`); ``keep``
-    (0-d bool), if given, masks the whole update arithmetically instead of a branch (used inside ``torch.compile``).
+    (0-d bool), if given, masks the whole update arithmetically instead of a branch (used inside ``torch.compile``);
+    ``numels``: elements of each whole tensor when ``params`` are local shards (``size_aware`` needs them).
     """
     for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
         if keep is not None:
             grad = torch.where(keep, grad, 0)
-        update = normalized_tanh_update(grad, alpha, eps, size_aware=size_aware, norm=norm).to(param.dtype)
+        numel = numels[i] if numels is not None else None
+        update = normalized_tanh_update(grad, alpha, eps, size_aware=size_aware, norm=norm, numel=numel)
+        update = update.to(param.dtype)
         if momentum > 0:
             buf = bufs[i]
             if buf is None:
