@@ -11,7 +11,11 @@ where the logs and checkpoints are and writes a PNG learning curve next to the C
 
 from __future__ import annotations
 
+import argparse
+import logging
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from torch.optim.lr_scheduler import LRScheduler
 # Imported so that their classes resolve by short name (--optimizer AlphaGrad, --lr_scheduler CosineAlpha, ...).
 from lightning_alphagrad import callbacks, schedules  # noqa: F401
 from lightning_alphagrad.optim import AlphaGrad  # noqa: F401
-from lightning_alphagrad.plotting import plot_learning_curve
+from lightning_alphagrad.plotting import plot_learning_curves
 
 __all__ = ["AlphaGradCLI", "main"]
 
@@ -69,6 +73,9 @@ class AlphaGradCLI(LightningCLI):
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
+        evaluation = trainer.callback_metrics.get("eval/return_mean")
+        if evaluation is not None:
+            print(f"\nFinal evaluation: mean return {float(evaluation):.1f}")
         print(f"\nLogs: {trainer.log_dir}")
         checkpoint = trainer.checkpoint_callback
         path = checkpoint and (getattr(checkpoint, "last_model_path", "") or getattr(checkpoint, "best_model_path", ""))
@@ -79,18 +86,77 @@ class AlphaGradCLI(LightningCLI):
             if metrics_csv is None or not metrics_csv.exists():
                 continue
             try:
-                png = plot_learning_curve(metrics_csv, metrics_csv.with_name("learning_curve.png"))
+                png = plot_learning_curves({"run": metrics_csv}, metrics_csv.with_name("learning_curve.png"),
+                                           run_title(trainer.lightning_module, metrics_csv))  # fmt: skip
             except ValueError:  # no episodic return was logged (not an RL run, or no episode finished)
                 continue
             print(f"Learning curve: {png}")
 
 
+def run_title(module: LightningModule, metrics_csv: Path) -> str:
+    """``"PPO on CartPole-v1, 30,000 env steps, seed 0"`` for an RL module, the log directory otherwise."""
+    hparams = module.hparams
+    if {"env_id", "total_timesteps", "seed"} <= set(hparams):
+        return (f"{type(module).__name__} on {hparams['env_id']}, {hparams['total_timesteps']:,} env steps, "
+                f"seed {hparams['seed']}")  # fmt: skip
+    return f"{metrics_csv.parent.parent.name}/{metrics_csv.parent.name}"
+
+
+# What jsonargparse wraps around the reason for a bad value: the union members it tried and a dump of the value.
+_WRAPPING = (
+    "Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>",
+    "Given value", "Problem with given class_path",
+)  # fmt: skip
+
+
+def brief_error(message: str) -> str:
+    """A configuration error in one line: ``--model.num_envs: Expected a <class 'int'>. Got value: abc``.
+
+    Keeps the option (from jsonargparse's nested ``Parser key "..."`` lines), the reason and the value given, and
+    drops the union members tried and the dump of the whole model configuration around them.
+    """
+    keys, reasons, given = [], [], None
+    for raw in message.splitlines():
+        line = raw.strip().removeprefix("- ")
+        key = re.fullmatch(r'Parser key "([^"]+)":\s*(.*)', line)
+        if key:
+            keys.append(key[1])
+            line = key[2]
+        if line.startswith("Given value: "):
+            given = line.removeprefix("Given value: ")
+        if line and not line.startswith(_WRAPPING):
+            reasons.append(line)
+    text = "; ".join(dict.fromkeys(reasons)) or message.strip()
+    if given is not None and "Got value" not in text and not given.startswith(("Namespace(", "NestedArg(")):
+        text += f"; got {given}"
+    return (f"--{'.'.join(keys)}: " if keys else "") + text
+
+
+class _DropBanner(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger (nothing a user of this command can act on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_third_party() -> None:
+    """Keep third-party messages a user cannot act on off the console: Lightning's logger banner, its deprecation
+    warning about torch's pytree API, and its note that checkpoints load with ``weights_only=False`` (ours hold
+    counters and replay buffers; they are the user's own files)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropBanner())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+    warnings.filterwarnings("ignore", message=r".*`weights_only` was not set", category=Warning)
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning-alphagrad`` console script."""
+    """Entry point of the ``lightning-alphagrad`` console script; a bad option or value exits with status 2 and one
+    line saying which option, what value and what it must be."""
+    quiet_third_party()
     try:
-        AlphaGradCLI(model_class=LightningModule, subclass_mode_model=True, args=args)
-    except ValueError as err:  # invalid values found when the classes are built (e.g. an unknown env id)
-        print(f"error: {err}", file=sys.stderr)
+        AlphaGradCLI(model_class=LightningModule, subclass_mode_model=True, args=args,
+                     parser_kwargs={"exit_on_error": False})  # fmt: skip
+    except (argparse.ArgumentError, ValueError) as err:  # bad options, or values refused when the classes are built
+        print(f"error: {brief_error(str(err))}\n(lightning-alphagrad fit --help lists the options)", file=sys.stderr)
         raise SystemExit(2) from err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_learning_curve", "read_curve"]
+__all__ = ["plot_learning_curves", "read_curve", "trailing_mean"]
 
 
 def read_curve(metrics_csv: str | Path, y: str, x: str = "env_steps") -> tuple[np.ndarray, np.ndarray]:
@@ -26,25 +27,45 @@ def read_curve(metrics_csv: str | Path, y: str, x: str = "env_steps") -> tuple[n
     return np.asarray(xs)[order], np.asarray(ys)[order]
 
 
-def plot_learning_curve(
-    metrics_csv: str | Path, out_png: str | Path, y: str = "charts/episodic_return", x: str = "env_steps",
-    title: str | None = None,
-) -> Path:
-    """Plot one run's ``y`` against ``x`` into ``out_png``; raises ``ValueError`` if the CSV has no such points."""
-    xs, ys = read_curve(metrics_csv, y, x)
-    if len(xs) == 0:
-        raise ValueError(f"{metrics_csv} has no rows with both {x!r} and {y!r}")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs, ys, lw=1.0, alpha=0.4, label=y)
-    window = max(1, len(ys) // 20)
+def trailing_mean(ys: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each value and the ``window - 1`` before it (fewer at the start); same shape as ``ys``."""
     sums = np.cumsum(np.concatenate([[0.0], ys]))
-    starts = np.maximum(0, np.arange(1, len(ys) + 1) - window)
-    trailing_mean = (sums[1:] - sums[starts]) / (np.arange(1, len(ys) + 1) - starts)
-    ax.plot(xs, trailing_mean, lw=2.0, label=f"{y} (mean of last {window})")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    run = Path(metrics_csv).parent
-    ax.set_title(title or f"{run.parent.name}/{run.name}")
+    ends = np.arange(1, len(ys) + 1)
+    starts = np.maximum(0, ends - window)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def plot_learning_curves(
+    runs: Mapping[str, str | Path], out_png: str | Path, title: str, y: str = "charts/episodic_return",
+    evaluation: str = "eval/return_mean", x: str = "env_steps",
+) -> Path:
+    """Training return and evaluations of one or more runs in one figure.
+
+    Per run (``runs``: label -> its ``metrics.csv``): the logged training return ``y`` faintly, its trailing mean over
+    a twentieth of the run in bold, and the evaluations (``evaluation``) as large markers of the same colour.
+    Raises ``ValueError`` if no run logged ``y``.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotted = False
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, metrics_csv) in enumerate(runs.items()):
+        color, marker = colors[index % len(colors)], "osD^v"[index % 5]  # shapes tell coinciding points apart
+        xs, ys = read_curve(metrics_csv, y, x)
+        if len(xs):
+            plotted = True
+            window = max(1, len(ys) // 20)
+            ax.plot(xs, ys, lw=0.8, alpha=0.25, color=color)
+            ax.plot(xs, trailing_mean(ys, window), lw=2.0, color=color, label=f"{label}: training (mean of {window})")
+        eval_xs, eval_ys = read_curve(metrics_csv, evaluation, x)
+        if len(eval_xs):
+            ax.plot(eval_xs, eval_ys, marker, ms=9 - 2 * (index % 3), color=color, markeredgecolor="black",
+                    linestyle="none",
+                    label=f"{label}: evaluation (final {eval_ys[-1]:.1f})")  # fmt: skip
+    if not plotted:
+        raise ValueError(f"no run in {list(runs.values())} logged {y!r}")
+    ax.set_xlabel("environment steps" if x == "env_steps" else x)
+    ax.set_ylabel("episodic return")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

@@ -59,22 +59,38 @@ def test_cli_short_names_and_per_step_scheduler(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "bad", [["--optimizer.alpha", "-1"], ["--optimizer.alhpa", "3"], ["--optimizer.alpha", "steep"]]
+    "bad, line",
+    [
+        (["--optimizer.alpha", "-1"], "error: Invalid alpha: -1.0; it must be finite and lie in (0.0, inf)"),
+        (["--optimizer.alhpa", "3"], "error: --optimizer: Option 'alhpa' is not accepted"),
+        (["--optimizer.alpha", "steep"], "error: --optimizer.alpha: Expected a <class 'float'>. Got value: steep"),
+        (["--trainer.max_epochs", "x"], "error: --trainer.max_epochs: Expected a <class 'int'>; got x"),
+    ],
 )
-def test_config_errors_exit_nonzero_without_run_directory(tmp_path, bad, capsys):
+def test_config_errors_print_one_line_and_exit_2(tmp_path, bad, line, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--model", "lightning.pytorch.demos.boring_classes.BoringModel", "--optimizer", "AlphaGrad",
               *bad, "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path / "run")])
-    assert exc.value.code != 0
-    assert "alpha" in capsys.readouterr().err
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [line, "(lightning-alphagrad fit --help lists the options)"]
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("model", ["PPO", "DQN", "TD3"])
-def test_unknown_env_exits_nonzero_without_run_directory(tmp_path, model, capsys):
+def test_unknown_env_exits_2_naming_it_without_run_directory(tmp_path, model, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--model", model, "--model.env_id", "NoSuchEnv-v0", "--trainer.default_root_dir",
               str(tmp_path / "run")])
-    assert exc.value.code != 0
-    assert "env_id" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
+    assert exc.value.code == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("error: Invalid env_id 'NoSuchEnv-v0': ") and "'CartPole-v1'" in first
+    assert "Namespace(" not in first and not (tmp_path / "run").exists()
+
+
+def test_nested_option_error_names_the_option_and_value(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--model", "PPO", "--model.vectorization", "fork", "--trainer.default_root_dir", str(tmp_path)])
+    assert exc.value.code == 2
+    expected = "error: --model.vectorization: Expected a typing.Literal['sync', 'async']. Got value: fork"
+    assert capsys.readouterr().err.splitlines()[0] == expected

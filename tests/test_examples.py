@@ -28,3 +28,19 @@ def test_supervised_classifier_smoke(tmp_path):
     assert len(list(tmp_path.rglob("metrics.csv"))) == len(example.OPTIMIZERS)
     with pytest.raises(SystemExit):
         example.main(["--epochs", "0"])
+
+
+def test_quickstart_runs_both_arms_and_checks_the_headline(tmp_path, capsys):
+    quickstart = load_example("quickstart")
+    assert quickstart.main(["--timesteps", "2048", "--check", "501", "--out", str(tmp_path)]) == 1  # 500 is the max
+    printed = capsys.readouterr().out.splitlines()
+    finals = {line.split()[0]: float(line.split()[1]) for line in printed if line.startswith("  Alpha") or
+              line.startswith("  Adam")}  # fmt: skip
+    assert set(finals) == {"AlphaGrad", "Adam"} and all(0 < v <= 500 for v in finals.values())
+    assert "AlphaGrad final evaluation >= 501: 0 of 1 runs" in printed
+    for arm in ("alphagrad", "adam"):
+        assert (tmp_path / "seed0" / arm / "checkpoints" / "last.ckpt").exists()
+        assert "Traceback" not in (tmp_path / "seed0" / f"{arm}.log").read_text()
+    assert (tmp_path / "seed0" / "cartpole.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        quickstart.main(["--threads", "0"])

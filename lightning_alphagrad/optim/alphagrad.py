@@ -41,8 +41,11 @@ IMPLS: tuple[str, ...] = ("auto", "reference", "foreach", "flat", "compiled")
 # (memory-bound), whose per-tensor call overhead (~20 us) no longer matters there.
 FLAT_MAX_NUMEL = 1 << 18
 # With impl="auto", an optimizer whose single group takes the flat kernel switches to the whole-group compiled graph
-# after this many flat steps: long runs get the fastest kernel, short runs and tests never wait for the compiler.
-AUTO_COMPILE_AFTER = 200
+# after this many flat steps in a row, always at that step (results do not depend on how fast the compiler is). The
+# graph compiles on a background thread from half that count on (seconds; tens of seconds with a cold compiler
+# cache, when the switch may wait for the rest), so runs shorter than that never compile and long runs end up on
+# the fastest kernel.
+AUTO_COMPILE_AFTER = 5000
 FLAT_STEPS_KEY = "flat_steps"
 _log = logging.getLogger(__name__)
 
@@ -112,19 +115,19 @@ class AlphaGrad(Optimizer):
         impl: the kernel. ``"reference"``: one tensor at a time. ``"foreach"``: multi-tensor ops (any dtype, device,
             complex). ``"flat"``: all gradients of a group in one vector, a handful of whole-vector ops (CPU, RL-sized
             networks, nothing to compile). ``"compiled"`` (fp32/fp64, needs a working ``torch.compile``): an optimizer
-            with one group of at most 2**18 elements runs its whole step as one compiled graph (the fastest choice
-            for RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one
-            fused compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18
-            elements and ``"compiled"`` above (``"foreach"`` if compilation fails); an optimizer with one such
-            small group switches to the whole-group compiled graph after 200 flat steps in a row if the compiler
-            works (long runs get the fastest kernel, short runs never compile; results agree within the fast-tanh
-            tolerance); ``"foreach"`` elsewhere; ``"reference"``/``"foreach"`` where the flat or compiled kernel does
-            not apply (mixed or low-precision dtypes, complex).
+            with one group of at most 2**18 elements runs its whole step as one compiled graph (the fastest choice for
+            RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one fused
+            compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18 elements and
+            ``"compiled"`` above (``"foreach"`` if compilation fails); an optimizer with one such small group switches
+            to the whole-group compiled graph at its 5000th flat step in a row, compiled on a background thread from
+            step 2500 on (see ``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short runs never compile;
+            results agree within the fast-tanh tolerance); ``"foreach"`` elsewhere; ``"reference"``/``"foreach"`` where
+            the flat or compiled kernel does not apply (mixed or low-precision dtypes, complex).
         fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:
             sigmoid-based (flat), rational (compiled, fp32) or exp-based (compiled, fp64); absolute error < 1e-6 in
             fp32. ``None`` (default) turns it on for those kernels; the others always use ``torch.tanh``.
         on_nonfinite: ``"skip"`` (default) skips the whole step when any gradient holds inf/NaN, leaves parameters
-            and momentum untouched, warns and counts it in ``optimizer.state["skipped_steps"]`` (saved in
+            and momentum untouched, warns and counts it in ``skipped_steps`` (kept in the param groups, so in
             checkpoints); ``"raise"`` raises :class:`NonFiniteGradientError` instead.
 
     Complex parameters are treated as pairs of real numbers (their real view).
@@ -168,6 +171,7 @@ class AlphaGrad(Optimizer):
         self.on_nonfinite = on_nonfinite
         self._flat_layouts: dict[int, FlatLayout] = {}
         self._group_steps: dict[int, CompiledGroupStep] = {}
+        self._compiler_failed = False
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -246,21 +250,35 @@ class AlphaGrad(Optimizer):
         # resumed run switches kernels at the same step as an uninterrupted one.
         group = self.param_groups[0]
         group[FLAT_STEPS_KEY] = group[FLAT_STEPS_KEY] + 1 if self._last_impls == ("flat",) else 0
+        if group[FLAT_STEPS_KEY] == AUTO_COMPILE_AFTER // 2 and group["impl"] == "auto":
+            self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
         return loss
 
     def _runs_whole_group(self, group: dict[str, Any]) -> bool:
         """Whether the only group's step is tried as one compiled graph: ``impl="compiled"``, or ``"auto"`` once the
-        group has taken ``AUTO_COMPILE_AFTER`` flat steps in a row and the compiler works."""
+        group has taken ``AUTO_COMPILE_AFTER`` flat steps in a row and its graph compiled (waits for it then)."""
         if group["impl"] == "compiled":
             return True
-        if group["impl"] != "auto" or group[FLAT_STEPS_KEY] < AUTO_COMPILE_AFTER:
+        if group["impl"] != "auto" or group[FLAT_STEPS_KEY] < AUTO_COMPILE_AFTER or self._compiler_failed:
             return False
-        first = self._flat_layouts[0].params[0]
-        if not compiler_works(first.device.type, first.dtype):
-            return False
-        if group[FLAT_STEPS_KEY] == AUTO_COMPILE_AFTER and 0 not in self._group_steps:
-            _log.info("AlphaGrad: compiling the whole-group step after %d steps (once)", AUTO_COMPILE_AFTER)
-        return True
+        compiling = self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
+        if not compiling.done():
+            _log.info("AlphaGrad: waiting for the compiled whole-group step (compiling since step %d)",
+                      AUTO_COMPILE_AFTER // 2)  # fmt: skip
+        error = compiling.exception()
+        if error is not None:
+            self._compiler_failed = True
+            warnings.warn(f"AlphaGrad: the compiled step is unavailable here ({type(error).__name__}: {error}); "
+                          "staying on the flat kernel", RuntimeWarning, stacklevel=3)  # fmt: skip
+        return error is None
+
+    def _group_step(self, group: dict[str, Any], layout: FlatLayout) -> CompiledGroupStep:
+        """The compiled step of the only group for ``layout`` and the group's current flags (made anew on change)."""
+        flags = (group["momentum"] > 0, group["nesterov"], group["size_aware"], group["fast_tanh"] is not False)
+        compiled = self._group_steps.get(0)
+        if compiled is None or compiled.layout is not layout or not compiled.matches(*flags):
+            compiled = self._group_steps[0] = CompiledGroupStep(layout, *flags)
+        return compiled
 
     def _prepare(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
         """Choose the group's kernel for this step and compute its gradient norms (``None``: no gradients)."""
@@ -300,10 +318,7 @@ class AlphaGrad(Optimizer):
         has_buffer = layout.bind_momentum(self.state) if momentum > 0 else False  # type: ignore[union-attr]
         if has_buffer is None:
             return None
-        flags = (momentum > 0, group["nesterov"], group["size_aware"], group["fast_tanh"] is not False)
-        compiled = self._group_steps.get(0)
-        if compiled is None or compiled.layout is not layout or not compiled.matches(*flags):
-            compiled = self._group_steps[0] = CompiledGroupStep(layout, *flags)  # type: ignore[arg-type]
+        compiled = self._group_step(group, layout)  # type: ignore[arg-type]
         keys = ("lr", "alpha", "momentum", "dampening", "weight_decay", "eps", "maximize")
         finite = compiled(grads, has_buffer, **{key: group[key] for key in keys})
         if momentum > 0 and not has_buffer:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset
+
+# Lightning warns about every IterableDataset with a length, for the case of several loader workers each yielding
+# all of it; these loaders have no workers, and the length is what makes every rank run the same number of batches.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 __all__ = ["StepIndexDataset", "step_index_loader"]
 

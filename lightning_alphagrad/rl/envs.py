@@ -54,7 +54,10 @@ def probe_spaces(env_id: str, env_kwargs: dict[str, Any] | None = None) -> tuple
     try:
         env = gym.make(env_id, **(env_kwargs or {}))
     except gym.error.Error as error:
-        raise ValueError(f"Invalid env_id {env_id!r}: {error}") from error
+        raise ValueError(
+            f"Invalid env_id {env_id!r}: {error} It must be a registered gymnasium id such as 'CartPole-v1' or "
+            "'HalfCheetah-v5' (gymnasium.pprint_registry() lists them)."
+        ) from error
     try:
         return env.observation_space, env.action_space
     finally:

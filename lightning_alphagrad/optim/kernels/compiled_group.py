@@ -11,9 +11,10 @@ and is reported through the returned flag.
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import torch
 from torch import Tensor
@@ -22,10 +23,32 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from lightning_alphagrad.optim.kernels.compiled import squash
 from lightning_alphagrad.optim.kernels.flat import FlatLayout
 
-__all__ = ["CompiledGroupStep", "compile_group_step"]
+__all__ = ["CompiledGroupStep", "compile_group_step", "compile_group_step_async"]
+
+GraphKey = tuple  # the arguments of compile_group_step
+_COMPILING: dict[GraphKey, Future] = {}
 
 
-@functools.lru_cache(maxsize=16)
+def compile_group_step_async(*key: object) -> Future:
+    """``compile_group_step(*key)`` on a background thread, started once per key (equal networks share one graph).
+
+    Tracing and compiling take seconds, tens of seconds with a cold compiler cache; the training loop keeps running
+    meanwhile. The thread is a daemon: a process that ends first does not wait for it.
+    """
+    future = _COMPILING.get(key)
+    if future is None:
+        future = _COMPILING[key] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(compile_group_step(*key))
+            except Exception as error:  # a missing or broken toolchain: the caller falls back to eager kernels
+                future.set_exception(error)
+
+        threading.Thread(target=run, name="alphagrad-compile", daemon=True).start()
+    return future
+
+
 def compile_group_step(
     shapes: tuple[tuple[int, ...], ...],
     dtype: torch.dtype,
@@ -36,7 +59,7 @@ def compile_group_step(
     fast_tanh: bool,
     weight_decay: bool,
 ) -> Callable[..., Tensor]:
-    """Trace and compile the group step for parameters of ``shapes`` (cached: equal networks share one graph).
+    """Trace and compile the group step for parameters of ``shapes`` (see :func:`compile_group_step_async`).
 
     The compiled function takes ``(*params_1d, *grads, *bufs_1d, hyper)`` with
     ``hyper = [lr, signed alpha, eps, 1 - lr * weight_decay, keep, take, momentum]`` and returns the 0-d
@@ -110,6 +133,10 @@ class CompiledGroupStep:
     def matches(self, momentum: bool, nesterov: bool, size_aware: bool, fast_tanh: bool) -> bool:
         return self.flags == (momentum, nesterov, size_aware, fast_tanh)
 
+    def compile_in_background(self, weight_decay: bool) -> Future:
+        """Start compiling the graph (with or without weight decay) if nobody has; the future of the graph."""
+        return compile_group_step_async(*self._graph_key, weight_decay)
+
     def __call__(
         self,
         grads: list[Tensor],
@@ -141,6 +168,6 @@ class CompiledGroupStep:
             self._hyper_values = values
         decay = weight_decay != 0
         graph = self._graphs.get(decay)
-        if graph is None:
-            graph = self._graphs[decay] = compile_group_step(*self._graph_key, decay)
+        if graph is None:  # waits for the compilation if it is still running
+            graph = self._graphs[decay] = self.compile_in_background(decay).result()
         return bool(graph(*self._inputs(grads, self._hyper, bufs)))
