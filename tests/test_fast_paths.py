@@ -294,7 +294,8 @@ def test_automatic_selection():
 def test_auto_switches_from_flat_to_the_compiled_graph_after_a_number_of_steps(monkeypatch, compiler):
     """Same results as the reference across the switch; a state_dict round trip into a new optimizer switches at the
     same step and continues bitwise like the uninterrupted run."""
-    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 2)  # compiles in the background from step 1
+    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_START", 1)  # compiles in the background from step 1
+    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 2)
     monkeypatch.setattr(compiled_group_module, "_COMPILING", {})  # no graph from an earlier test
     if not compiler:
 

@@ -30,6 +30,8 @@ def test_per_run_scores() -> None:
     # bins [0, 50), [50, 100]: means 224 (0..40) and 388.33 (50..100); an empty bin interpolates its neighbours
     np.testing.assert_allclose(report.binned(xs, ys, np.array([0.0, 50.0, 100.0])), [226.0, 388.333333], rtol=1e-6)
     np.testing.assert_allclose(report.binned(np.array([0.0, 3.0]), np.array([1.0, 3.0]), np.arange(4.0)), [1, 2, 3])
+    assert report.collapses(ys) == 2  # 480 -> 50 and 500 -> 20 (range 0..500: top above 400, bottom below 150)
+    assert report.collapses(np.linspace(0, 500, 20)) == 0
 
 
 def test_interval_estimates_known_answers() -> None:

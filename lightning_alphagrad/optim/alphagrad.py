@@ -40,12 +40,14 @@ IMPLS: tuple[str, ...] = ("auto", "reference", "foreach", "flat", "compiled")
 # On a CPU, groups up to this many elements take the flat kernel (dispatch-bound); larger ones the compiled kernel
 # (memory-bound), whose per-tensor call overhead (~20 us) no longer matters there.
 FLAT_MAX_NUMEL = 1 << 18
-# With impl="auto", an optimizer whose single group takes the flat kernel switches to the whole-group compiled graph
-# after this many flat steps in a row, always at that step (results do not depend on how fast the compiler is). The
-# graph compiles on a background thread from half that count on (seconds; tens of seconds with a cold compiler
-# cache, when the switch may wait for the rest), so runs shorter than that never compile and long runs end up on
-# the fastest kernel.
-AUTO_COMPILE_AFTER = 5000
+# With impl="auto", an optimizer whose single group takes the flat kernel compiles the whole-group graph on a
+# background thread from its AUTO_COMPILE_START-th flat step in a row on, and switches to it at its
+# AUTO_COMPILE_AFTER-th, always that step, so results never depend on how fast the compiler is. Compiling takes
+# seconds, 30-45 s with a cold compiler cache; the 47,500 steps between take longer than that in RL training
+# (milliseconds each), so the switch does not wait there. Runs shorter than AUTO_COMPILE_START steps never compile;
+# long runs end on the fastest kernel.
+AUTO_COMPILE_START = 2_500
+AUTO_COMPILE_AFTER = 50_000
 FLAT_STEPS_KEY = "flat_steps"
 _log = logging.getLogger(__name__)
 
@@ -119,8 +121,8 @@ class AlphaGrad(Optimizer):
             RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one fused
             compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18 elements and
             ``"compiled"`` above (``"foreach"`` if compilation fails); an optimizer with one such small group switches
-            to the whole-group compiled graph at its 5000th flat step in a row, compiled on a background thread from
-            step 2500 on (see ``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short runs never compile;
+            to the whole-group compiled graph at its 50,000th flat step in a row, compiled on a background thread from
+            step 2,500 on (see ``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short runs never compile;
             results agree within the fast-tanh tolerance); ``"foreach"`` elsewhere; ``"reference"``/``"foreach"`` where
             the flat or compiled kernel does not apply (mixed or low-precision dtypes, complex).
         fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:
@@ -250,7 +252,7 @@ class AlphaGrad(Optimizer):
         # resumed run switches kernels at the same step as an uninterrupted one.
         group = self.param_groups[0]
         group[FLAT_STEPS_KEY] = group[FLAT_STEPS_KEY] + 1 if self._last_impls == ("flat",) else 0
-        if group[FLAT_STEPS_KEY] == AUTO_COMPILE_AFTER // 2 and group["impl"] == "auto":
+        if group[FLAT_STEPS_KEY] == AUTO_COMPILE_START and group["impl"] == "auto":
             self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
         return loss
 
@@ -264,7 +266,7 @@ class AlphaGrad(Optimizer):
         compiling = self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
         if not compiling.done():
             _log.info("AlphaGrad: waiting for the compiled whole-group step (compiling since step %d)",
-                      AUTO_COMPILE_AFTER // 2)  # fmt: skip
+                      AUTO_COMPILE_START)  # fmt: skip
         error = compiling.exception()
         if error is not None:
             self._compiler_failed = True
