@@ -1,10 +1,10 @@
 """The main job: PPO on CartPole-v1 with AlphaGrad and with Adam, side by side, then a summary and one figure.
 
-    python examples/quickstart.py                                              # seed 0, about half a minute
+    python examples/quickstart.py                                              # seed 0, about a minute
     python examples/quickstart.py --seeds 0 1 2 3 4 --threads 1 2 --check 475  # does the headline hold?
 
 Each run is ``lightning-alphagrad fit --config examples/configs/default.yaml`` (AlphaGrad, alpha 98, momentum 0.9)
-or the same with ``--model.optimizer adam``: 30,000 env steps, the same learning rate and schedule for both, an
+or the same with ``--model.optimizer adam``: 50,000 env steps, the same learning rate and schedule for both, an
 evaluation of 10 deterministic episodes every 10,000 steps and at the end. The two runs of a seed train at the same
 time, one torch thread each; their console output goes to ``alphagrad.log`` and ``adam.log`` beside their logs. With
 several seeds or thread counts every combination runs, and ``--check R`` exits with status 1 unless every AlphaGrad
@@ -59,7 +59,7 @@ class Run:
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "lightning_alphagrad.cli", "fit", "--config", str(CONFIG), *ARMS[self.arm],
                    "--seed_everything", str(self.seed), "--model.seed", str(self.seed),
-                   "--model.total_timesteps", str(self.timesteps), "--model.eval_interval", str(self.timesteps // 3),
+                   "--model.total_timesteps", str(self.timesteps), "--model.eval_interval", str(self.timesteps // 5),
                    "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(self.directory),
                    "--trainer.logger.name", "", "--trainer.logger.version", "",
                    "--trainer.default_root_dir", str(self.directory),
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads per run")
     parser.add_argument("--check", type=float, default=None, help="least final evaluation of every AlphaGrad run")
-    parser.add_argument("--timesteps", type=int, default=30_000, help="env steps per run")
+    parser.add_argument("--timesteps", type=int, default=50_000, help="env steps per run")
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"))
     args = parser.parse_args(argv)
     for name, least in (("seeds", 0), ("threads", 1), ("timesteps", 256)):

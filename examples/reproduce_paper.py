@@ -120,7 +120,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         title="TD3 on Hopper-v4",
         variants=(
             Variant("adam", "td3_hopper_adam.yaml"),
-            # the best TD3 setting found at 100k env steps (docs/RESULTS.md): a smaller alpha for the actor
+            # the best TD3 setting found at 100k env steps (docs/RESULTS_REDUCED.md): a smaller alpha for the actor
             Variant("alphagrad-critic100-actor10", "td3_hopper.yaml",
                     ("--model.critic_alpha", "100", "--model.actor_alpha", "10")),
         ),

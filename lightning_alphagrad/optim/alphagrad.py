@@ -43,10 +43,10 @@ FLAT_MAX_NUMEL = 1 << 18
 # With impl="auto", an optimizer whose single group takes the flat kernel compiles the whole-group graph on a
 # background thread from its AUTO_COMPILE_START-th flat step in a row on, and switches to it at its
 # AUTO_COMPILE_AFTER-th, always that step, so results never depend on how fast the compiler is. Compiling takes
-# seconds, 30-45 s with a cold compiler cache; the 47,500 steps between take longer than that in RL training
+# seconds, 30-45 s with a cold compiler cache; the 40,000 steps between take longer than that in RL training
 # (milliseconds each), so the switch does not wait there. Runs shorter than AUTO_COMPILE_START steps never compile;
 # long runs end on the fastest kernel.
-AUTO_COMPILE_START = 2_500
+AUTO_COMPILE_START = 10_000
 AUTO_COMPILE_AFTER = 50_000
 FLAT_STEPS_KEY = "flat_steps"
 _log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class AlphaGrad(Optimizer):
             compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18 elements and
             ``"compiled"`` above (``"foreach"`` if compilation fails); an optimizer with one such small group switches
             to the whole-group compiled graph at its 50,000th flat step in a row, compiled on a background thread from
-            step 2,500 on (see ``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short runs never compile;
+            step 10,000 on (see ``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short runs never compile;
             results agree within the fast-tanh tolerance); ``"foreach"`` elsewhere; ``"reference"``/``"foreach"`` where
             the flat or compiled kernel does not apply (mixed or low-precision dtypes, complex).
         fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:

@@ -33,7 +33,8 @@ def compile_group_step_async(*key: object) -> Future:
     """``compile_group_step(*key)`` on a background thread, started once per key (equal networks share one graph).
 
     Tracing and compiling take seconds, tens of seconds with a cold compiler cache; the training loop keeps running
-    meanwhile. The thread is a daemon: a process that ends first does not wait for it.
+    meanwhile. A process that ends during the compilation waits for it at exit: stopping the compiler thread halfway
+    aborts the interpreter's shutdown.
     """
     future = _COMPILING.get(key)
     if future is None:
@@ -45,7 +46,7 @@ def compile_group_step_async(*key: object) -> Future:
             except Exception as error:  # a missing or broken toolchain: the caller falls back to eager kernels
                 future.set_exception(error)
 
-        threading.Thread(target=run, name="alphagrad-compile", daemon=True).start()
+        threading.Thread(target=run, name="alphagrad-compile").start()
     return future
 
 
