@@ -6,8 +6,8 @@
 The model is ``--layers`` x Linear(``--width``, ``--width``) (default 4 x 1024: 4.2M parameters), each layer and the
 root sharded with ``fully_shard``. Gradients are fixed random tensors (the backward is not timed). The arms run in
 turns, ``--rounds`` x ``--steps`` steps each, and the table gives the median step time per arm, its ratio to AdamW,
-the optimizer state per rank and the collectives one step makes (``dist.all_reduce`` calls and all that
-``CommDebugMode`` sees, DTensor's included). Time it on a quiet machine, one torch thread per process by default.
+the optimizer state per rank and the collectives one step makes (as ``CommDebugMode`` counts them, DTensor's
+included). Time it on a quiet machine, one torch thread per process by default.
 """
 
 from __future__ import annotations
@@ -34,22 +34,12 @@ ARMS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
 }
 
 
-def collectives(step: Callable[[], object]) -> tuple[int, int]:
-    """``dist.all_reduce`` calls and all collectives ``CommDebugMode`` counts during ``step()``."""
-    calls = []
-    original = dist.all_reduce
-
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    dist.all_reduce = counting
-    try:
-        with CommDebugMode() as comm:
-            step()
-    finally:
-        dist.all_reduce = original
-    return len(calls), comm.get_total_counts()
+def collectives(step: Callable[[], object]) -> dict[str, int]:
+    """The collectives ``step()`` makes, by operation, as ``CommDebugMode`` counts them (c10d calls such as
+    AlphaGrad's all-reduce and DTensor's own)."""
+    with CommDebugMode() as comm:
+        step()
+    return {str(op): count for op, count in comm.get_comm_counts().items()}
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -112,13 +102,13 @@ def main() -> None:
                                                        for _ in range(args.layers))).parameters())  # fmt: skip
         print(f"FSDP2 on {dist.get_world_size()} {args.device} processes, {numel / 1e6:.1f}M parameters, "
               f"{args.threads} thread(s) each, median of {args.rounds} rounds x {args.steps} steps")
-        print("| optimizer | step (ms) | vs AdamW | state per rank (MB) | all_reduce per step | collectives per step |")
-        print("|---|---|---|---|---|---|")
+        print("| optimizer | step (ms) | vs AdamW | state per rank (MB) | collectives per step |")
+        print("|---|---|---|---|---|")
         adamw = statistics.median(times["AdamW"])
-        for name, (optimizer, (all_reduces, total)) in setups.items():
+        for name, (optimizer, counts) in setups.items():
             median = statistics.median(times[name])
             print(f"| {name} | {median:.2f} | {median / adamw:.2f} | {state_bytes(optimizer) / 1e6:.1f} | "
-                  f"{all_reduces} | {total} |")
+                  f"{', '.join(f'{n} {op}' for op, n in counts.items()) or 'none'} |")
     dist.destroy_process_group()
 
 

@@ -66,22 +66,12 @@ def backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     nn.functional.mse_loss(model(x), y).backward()
 
 
-def collectives(step: Any) -> tuple[int, int]:
-    """Calls of ``dist.all_reduce`` during ``step()``, and all collectives ``CommDebugMode`` sees (DTensor's too)."""
-    calls = []
-    original = dist.all_reduce
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    dist.all_reduce = counting
-    try:
-        with CommDebugMode() as comm:
-            step()
-    finally:
-        dist.all_reduce = original
-    return len(calls), comm.get_total_counts()
+def collectives(step: Any) -> dict[str, int]:
+    """The collectives ``step()`` makes, by operation, as ``CommDebugMode`` counts them (c10d calls such as
+    AlphaGrad's all-reduce and DTensor's own)."""
+    with CommDebugMode() as comm:
+        step()
+    return {str(op): count for op, count in comm.get_comm_counts().items()}
 
 
 def compare(config: str, kwargs: dict[str, Any], grouped: bool, mesh: Any, rank: int) -> dict[str, Any]:
@@ -92,15 +82,13 @@ def compare(config: str, kwargs: dict[str, Any], grouped: bool, mesh: Any, rank:
     ref_opt = AlphaGrad(param_groups(reference, grouped), **kwargs)
     model, opt = sharded_setup(mesh, kwargs, grouped)
     half = slice(8 * rank, 8 * rank + 8)  # FSDP2 averages the two halves' gradients: the full batch's mean
-    all_reduces, dtensor_collectives = [], []
+    counted = []
     for _ in range(STEPS):
         backward(reference, x, y)
         ref_opt.step()
         ref_opt.zero_grad()
         backward(model, x[half], y[half])
-        counts = collectives(opt.step)
-        all_reduces.append(counts[0])
-        dtensor_collectives.append(counts[1])
+        counted.append(collectives(opt.step))
         opt.zero_grad()
     deviation = max(
         (p.full_tensor() - r).abs().max().item()
@@ -109,7 +97,7 @@ def compare(config: str, kwargs: dict[str, Any], grouped: bool, mesh: Any, rank:
     buffers_are_sharded = all(
         type(s["momentum_buffer"]).__name__ == "DTensor" for s in opt.state.values() if "momentum_buffer" in s
     )
-    return {"deviation": deviation, "all_reduces": all_reduces, "dtensor_collectives": dtensor_collectives,
+    return {"deviation": deviation, "collectives": counted,
             "impls": list(opt.last_impls), "buffers_sharded": buffers_are_sharded,
             "groups": len(opt.param_groups)}  # fmt: skip
 
