@@ -79,7 +79,7 @@ def train(optimizer: str, epochs: int, seed: int = 0, default_root_dir: str = "r
         accelerator="cpu", max_epochs=epochs, default_root_dir=default_root_dir, deterministic=True,
         logger=L.pytorch.loggers.CSVLogger(default_root_dir, name=optimizer), enable_checkpointing=False,
         log_every_n_steps=10,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=watch_callbacks(),
+        enable_progress_bar=False, enable_model_summary=False, callbacks=watch_callbacks(optimizer),
     )
     trainer.fit(
         model,
@@ -89,9 +89,10 @@ def train(optimizer: str, epochs: int, seed: int = 0, default_root_dir: str = "r
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
 
-def watch_callbacks() -> list[L.Callback]:
-    """The monitoring callbacks attached to every run (they log to the CSV files under ``runs/``)."""
-    return [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()]
+def watch_callbacks(optimizer: str) -> list[L.Callback]:
+    """The monitoring callbacks of a run (they log to its CSV file): gradient norms for every optimizer, tanh
+    saturation and alpha for AlphaGrad."""
+    return [GradNormMonitor(), *((TanhSaturationMonitor(), AlphaMonitor()) if optimizer != "adam" else ())]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:

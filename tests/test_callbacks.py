@@ -440,6 +440,7 @@ def test_ddp_spawn_two_ranks_log_identical_values(tmp_path: Path) -> None:
     assert alphas[0] == 2.0 and len(set(alphas)) > 1  # the adaptive schedule moved alpha, the same on both ranks
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # the resumed run logs into a directory of its own
 def test_resume_from_checkpoint_logs_the_same_steps_and_values(tmp_path: Path) -> None:
     def run(root: Path, epochs: int, ckpt_path: str | None = None) -> pl.Trainer:
         callbacks = [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()]

@@ -28,7 +28,7 @@ def test_plain_lightning_cli_selects_alphagrad_by_import_path(tmp_path):
         BoringModel, BoringDataModule, save_config_kwargs={"overwrite": True},
         args=["fit", "--optimizer", "lightning_alphagrad.AlphaGrad", "--optimizer.alpha", "7.5",
               "--optimizer.momentum", "0.9", "--trainer.max_steps", "3", "--trainer.default_root_dir", str(tmp_path),
-              *QUIET],
+              "--seed_everything", "0", *QUIET],
     )
     opt = cli.trainer.optimizers[0]
     assert isinstance(opt, AlphaGrad)

@@ -31,6 +31,7 @@ def test_main_job_smoke(tmp_path, capsys):
     out = tmp_path / "runs"
     main(["fit", "--config", str(CONFIGS[[c.stem for c in CONFIGS].index("default")]),
           "--model.total_timesteps", "2048", "--model.eval_interval", "1024", "--trainer.enable_progress_bar", "false",
+          "--trainer.log_every_n_steps", "1",
           "--trainer.default_root_dir", str(out), "--trainer.logger", "CSVLogger",
           "--trainer.logger.save_dir", str(out)])
     printed = capsys.readouterr().out

@@ -49,7 +49,7 @@ def test_td_loss_matches_the_formula(double_dqn: bool, loss: str) -> None:
         target = batch.rewards[i] + (0.0 if batch.terminations[i] else 0.9 * bootstrap)
         q = model.q_network(batch.obs[i])[batch.actions[i]]
         torch.testing.assert_close(q_values[i], q)
-        error = float(q - target)
+        error = float((q - target).detach())
         expected_losses.append(error**2 if loss == "mse" else (0.5 * error**2 if abs(error) < 1 else abs(error) - 0.5))
     torch.testing.assert_close(value, torch.tensor(sum(expected_losses) / 8))
 
@@ -149,8 +149,10 @@ def test_gradient_accumulation_is_refused(tmp_path: object) -> None:
 def test_optimizer_by_name_and_from_the_cli() -> None:
     optimizer = DQN(**SMALL, optimizer="alphagrad", alpha=186.0).configure_optimizers()
     assert isinstance(optimizer, AlphaGrad) and optimizer.param_groups[0]["alpha"] == 186.0
-    cli = LightningCLI(DQN, run=False, args=["--model.total_timesteps=600", "--model.learning_starts=200",
-                                             "--optimizer=torch.optim.SGD", "--optimizer.lr=0.05"])  # fmt: skip
+    with pytest.warns(UserWarning, match="DQN.configure_optimizers` will be overridden"):
+        cli = LightningCLI(DQN, run=False, seed_everything_default=0,
+                           args=["--model.total_timesteps=600", "--model.learning_starts=200",
+                                 "--optimizer=torch.optim.SGD", "--optimizer.lr=0.05"])  # fmt: skip
     optimizer = cli.model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.05

@@ -263,6 +263,7 @@ def fit(module: Regression, root: Path, epochs: int, ckpt_path: str | None = Non
     return trainer
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # the resumed run logs into a directory of its own
 @pytest.mark.parametrize("schedule", ["factory", "sequential"])
 def test_lightning_resume_continues_the_same_alpha_sequence(tmp_path: Path, schedule: str) -> None:
     torch.set_num_threads(1)

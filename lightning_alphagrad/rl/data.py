@@ -10,6 +10,10 @@ from torch.utils.data import DataLoader, IterableDataset
 # Lightning warns about every IterableDataset with a length, for the case of several loader workers each yielding
 # all of it; these loaders have no workers, and the length is what makes every rank run the same number of batches.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
+# and about resuming a checkpoint written mid-epoch with a loader that keeps no position: these loaders are a clock,
+# the modules continue from their restored env-step count (see EnvStepCheckpoint).
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended",
+                        category=UserWarning)  # fmt: skip
 
 __all__ = ["StepIndexDataset", "step_index_loader"]
 
