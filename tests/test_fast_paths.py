@@ -395,3 +395,25 @@ def test_flat_layout_is_rebuilt_when_parameter_storage_moves():
     expected, _ = reference_steps(params0, grads, lr=0.1, alpha=3.0)
     for p, e in zip(params, expected, strict=True):
         torch.testing.assert_close(p.detach(), e, atol=1e-12, rtol=0)
+
+
+def test_resumed_run_past_the_compile_start_compiles_in_the_background_at_once(monkeypatch):
+    """A run resumed after step AUTO_COMPILE_START asks for the graph at its first step, not at the switch."""
+    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_START", 3)
+    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 100)
+    monkeypatch.setattr(compiled_group_module, "_COMPILING", {})
+    requested = []
+    monkeypatch.setattr(compiled_group_module, "compile_group_step_async", lambda *key: requested.append(key) or
+                        compiled_group_module.Future())  # fmt: skip
+    params0, grads = problem(torch.float32, steps=2, seed=4)
+    params = [p.clone().requires_grad_(True) for p in params0]
+    saved = AlphaGrad(params, lr=0.05, alpha=2.0).state_dict()
+    saved["param_groups"][0]["flat_steps"] = 50  # as written by a run at step 50
+    opt = AlphaGrad(params, lr=0.05, alpha=2.0)
+    opt.load_state_dict(saved)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+    assert opt.last_impls == ("flat",) and opt.param_groups[0]["flat_steps"] == 52
+    assert len(requested) == 1  # once, at the first step after the resume

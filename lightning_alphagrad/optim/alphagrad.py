@@ -174,6 +174,7 @@ class AlphaGrad(Optimizer):
         self._flat_layouts: dict[int, FlatLayout] = {}
         self._group_steps: dict[int, CompiledGroupStep] = {}
         self._compiler_failed = False
+        self._compiling = False  # the whole-group graph was handed to the background compiler
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -252,8 +253,11 @@ class AlphaGrad(Optimizer):
         # resumed run switches kernels at the same step as an uninterrupted one.
         group = self.param_groups[0]
         group[FLAT_STEPS_KEY] = group[FLAT_STEPS_KEY] + 1 if self._last_impls == ("flat",) else 0
-        if group[FLAT_STEPS_KEY] == AUTO_COMPILE_START and group["impl"] == "auto":
+        flat_steps = group[FLAT_STEPS_KEY]
+        if AUTO_COMPILE_START <= flat_steps < AUTO_COMPILE_AFTER and group["impl"] == "auto" and not self._compiling:
+            # (a resumed run past AUTO_COMPILE_START starts compiling at its first step, not at the switch)
             self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
+            self._compiling = True
         return loss
 
     def _runs_whole_group(self, group: dict[str, Any]) -> bool:
