@@ -1,5 +1,5 @@
 """Run by test_sharded.py: a model sharded with FSDP2 by Lightning's ModelParallelStrategy on 2 CPU processes,
-AlphaGrad from ``alphagrad_config``, the monitors on.
+AlphaGrad from ``alphagrad_config`` with the adaptive alpha (``SaturationTargetAlpha``), the monitors on.
 
 ``python tests/model_parallel_script.py OUT straight`` fits 2 epochs; ``... OUT resume`` fits 1 epoch, saves a
 checkpoint and fits the second epoch from it. Each rank writes ``OUT/<mode>-rank{r}.json``. The strategy re-runs
@@ -8,6 +8,7 @@ this file for rank 1, so it must be a script of its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -22,7 +23,7 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_alphagrad import AlphaGrad, alphagrad_config, normalized_tanh_update
+from lightning_alphagrad import AlphaGrad, SaturationTargetAlpha, alphagrad_config, normalized_tanh_update
 from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 
 
@@ -54,8 +55,10 @@ class Blocks(L.LightningModule):
         return nn.functional.mse_loss(self(x), y)
 
     def configure_optimizers(self) -> Any:
+        adaptive = functools.partial(SaturationTargetAlpha, target=0.1, every=2)
         return alphagrad_config(self, lr=3e-2, alpha=2.0, size_aware=True, momentum=0.9, weight_decay=0.01,
-                                total_steps=8, lr_schedule="cosine", warmup_steps=2)  # fmt: skip
+                                total_steps=8, lr_schedule="cosine", warmup_steps=2,
+                                alpha_schedule=adaptive)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(1)
