@@ -110,6 +110,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             *(Variant(f"alphagrad-{a:g}", "ppo_halfcheetah.yaml", ("--model.alpha", str(a))) for a in (196.0, 294.0)),
             # alpha starts at 98 and is steered to keep 10 % of the update components saturated
             Variant("alphagrad-adaptive", "ppo_halfcheetah.yaml", ADAPTIVE),
+            # the baseline on the env version of CleanRL's published number (HalfCheetah-v4: 1442.6 +- 46.0)
+            Variant("adam-v4", "ppo_halfcheetah_adam.yaml", ("--model.env_id", "HalfCheetah-v4"), seeds=3),
         ),
         steps={"smoke": 4_096, "full": 1_000_000},
         seeds={"smoke": 1, "full": 5},

@@ -78,7 +78,8 @@ def test_full_grid_is_the_issue_grid(tmp_path: Path) -> None:
     assert count[("td3", "adam")] == count[("td3", "alphagrad-critic100-actor10")] == 3
     td3 = arms[("td3", "alphagrad-critic100-actor10")][0].args
     assert "--model.save_replay_buffer" in td3 and "25000" not in td3  # the config's learning_starts 25k stays
-    assert len({r.work for r in runs}) == len(runs) == 20 + 25 + 6 + 6  # DQN, PPO arms, PPO sweep, TD3
+    assert count[("ppo", "adam-v4")] == 3 and "HalfCheetah-v4" in arms[("ppo", "adam-v4")][0].args
+    assert len({r.work for r in runs}) == len(runs) == 20 + 25 + 6 + 3 + 6  # DQN, PPO arms, sweep, v4 check, TD3
 
 
 def test_tuned_arm_takes_the_best_learning_rate_of_the_sweep(tmp_path: Path) -> None:
