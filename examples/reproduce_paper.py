@@ -32,8 +32,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,8 +206,7 @@ def plan_runs(
             args = ("--config", str(CONFIGS / variant.config), *variant.args)
             if variant.tuned_by:
                 lr = tuned_learning_rate(results, name, variant.tuned_by)
-                if lr is None:
-                    print(f"{name}/{variant.name}: waits for the sweep {variant.tuned_by}*", flush=True)
+                if lr is None:  # the sweep is not finished
                     continue
                 args = (*args, "--model.learning_rate", f"{lr:g}")
             steps = exp.steps[scale] if scale != "full" or variant.steps is None else variant.steps
@@ -359,6 +358,28 @@ def write_manifest(results: Path) -> Path:
     return manifest
 
 
+def run_in_plan_order(grid: Grid, plan: Callable[[], list[Run]], jobs: int) -> list[dict | None]:
+    """Execute the runs of ``plan()`` ``jobs`` at a time, each once, always the first not yet started of a fresh
+    plan: an arm that a finished sweep unlocks starts right after that sweep. Returns the manifest entries."""
+    entries: list[dict | None] = []
+    started: set[Path] = set()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Future, Run] = {}
+        while True:
+            for run in plan():
+                if len(running) >= jobs:
+                    break
+                if run.work not in started:
+                    started.add(run.work)
+                    running[pool.submit(grid.execute, run)] = run
+            if not running:
+                return entries
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                del running[future]
+                entries.append(future.result())
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict | None]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -390,14 +411,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict | None]:
     known = {v.name for name in args.experiments for v in EXPERIMENTS[name].variants}
     if args.variants is not None and not set(args.variants) <= known:
         parser.error(f"--variants: unknown {sorted(set(args.variants) - known)}; choose from {sorted(known)}")
-    runs = plan_runs(args.experiments, args.scale, args.work, results, args.seeds, args.variants)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        entries = list(pool.map(grid.execute, runs))
-    # a sweep that just finished unlocks the arm it tunes
-    later = plan_runs(args.experiments, args.scale, args.work, results, args.seeds, args.variants)
-    later = [r for r in later if r not in runs]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        entries += list(pool.map(grid.execute, later))
+    entries = run_in_plan_order(grid, lambda: plan_runs(args.experiments, args.scale, args.work, results,
+                                                        args.seeds, args.variants), args.jobs)  # fmt: skip
     finished = sum(e is not None for e in entries)
     print(f"{finished} of {len(entries)} runs finished; manifest: {results / 'manifest.csv'}")
     return entries

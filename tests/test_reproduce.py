@@ -168,3 +168,23 @@ def test_killed_run_resumes_from_its_checkpoint_and_is_committed(tmp_path: Path)
     text = out.read_text()
     assert "| alphagrad-93 | 1 |" in text and "| adam | 1 |" in text
     assert (out.parent / "dqn_panels.png").stat().st_size > 10_000 and (out.parent / "dqn_profile.png").exists()
+
+
+def test_tuned_arm_runs_right_after_its_sweep(tmp_path: Path) -> None:
+    """The runner replans after every finished run: the arm a sweep unlocks comes before the arms after it."""
+    results, order = tmp_path / "results", []
+
+    class FakeGrid:
+        def execute(self, run):  # a finished sweep run leaves its curve (final return by learning rate)
+            order.append(run.variant)
+            if run.variant.startswith("sweep-"):
+                run.result.parent.mkdir(parents=True, exist_ok=True)
+                level = 1000.0 if run.variant.endswith("lr3e-05") else 100.0
+                run.result.with_suffix(".csv").write_text(f"env_steps,charts/episodic_return\n0,0\n300000,{level}\n")
+            return {"variant": run.variant}
+
+    plan = lambda: reproduce.plan_runs(["ppo"], "full", tmp_path / "work", results)  # noqa: E731
+    entries = reproduce.run_in_plan_order(FakeGrid(), plan, jobs=1)
+    assert len(entries) == len(order) == 25 + 6 + 5 + 3  # every arm once, the tuned one included
+    first_tuned, first_196 = order.index("alphagrad-98-tuned-lr"), order.index("alphagrad-196")
+    assert order[first_tuned - 1].startswith("sweep-") and first_tuned < first_196
