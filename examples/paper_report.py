@@ -172,7 +172,8 @@ def experiment_table(name: str, variants: Mapping[str, list[Curve]], baseline: s
     ]
     for variant, runs in variants.items():
         vs_adam = ["-", "-"]
-        if not variant.startswith(baseline) and baseline in variants:  # AlphaGrad arms (not Adam's v4 check)
+        comparable = baseline in variants and runs[0].entry["env_steps"] == variants[baseline][0].entry["env_steps"]
+        if not variant.startswith(baseline) and comparable:  # AlphaGrad arms at Adam's budget (not sweeps, not v4)
             vs_adam = [fmt(probability_of_improvement(s[variant], s[baseline]), 2) for s in (finals, aucs)]
         wall = np.array([run.entry["wall_s"] for run in runs]) / 60
         drops = np.mean([collapses(run[RETURN_KEY][1]) for run in runs])
