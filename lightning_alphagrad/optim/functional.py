@@ -101,7 +101,7 @@ def normalized_tanh_update(
     if norm is None:
         norm = grad_norm(grad)
     normalized = grad.to(norm.dtype) / (norm + eps)
-    return normalized.mul_(effective_alpha(alpha, numel or grad.numel(), size_aware)).tanh_()
+    return normalized.mul_(effective_alpha(alpha, grad.numel() if numel is None else numel, size_aware)).tanh_()
 
 
 def normalized_tanh_updates(
@@ -129,7 +129,7 @@ def normalized_tanh_updates(
         grads = [g.to(compute) for g in grads]
     updates = torch._foreach_div(grads, torch._foreach_add(norms, eps))
     if size_aware:
-        numels = numels or [g.numel() for g in grads]
+        numels = [g.numel() for g in grads] if numels is None else numels
         torch._foreach_mul_(updates, [effective_alpha(alpha, n, True) for n in numels])
     else:
         torch._foreach_mul_(updates, alpha)
