@@ -1,0 +1,78 @@
+"""Cold start: the longest ``step()`` of an RL run whose AlphaGrad compiles its whole-group graph on the way, with
+an empty compiler cache (as on every fresh machine and CI run).
+
+    python benchmarks/bench_cold_start.py                                     # the library's thresholds
+    python benchmarks/bench_cold_start.py --compile-start 200 --switch 600    # a short check of the mechanism
+
+Trains the main job's PPO (CartPole-v1, AlphaGrad alpha 98, momentum 0.9, one torch thread) until 2,000 optimizer
+steps past AlphaGrad's switch to the compiled graph (``AUTO_COMPILE_AFTER``; the compilation starts in the background
+at ``AUTO_COMPILE_START``), with ``TORCHINDUCTOR_CACHE_DIR`` set to a new empty directory, and prints the longest
+optimizer step, where it happened, how many steps took over 1 s, and at which step the kernel switched. Run it on a
+quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")  # before torch reads it
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+
+from lightning_alphagrad.cli import quiet_third_party  # noqa: E402
+from lightning_alphagrad.optim import alphagrad as alphagrad_module  # noqa: E402
+from lightning_alphagrad.rl import PPO  # noqa: E402
+
+
+class StepTimes(L.Callback):
+    """Wall time of every optimizer step, and the kernel each ran."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.impls: list[tuple[str, ...]] = []
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        optimizer = trainer.optimizers[0]
+        optimizer.register_step_pre_hook(lambda *_: setattr(self, "_began", time.perf_counter()))
+        optimizer.register_step_post_hook(lambda opt, *_: self._record(opt))
+
+    def _record(self, optimizer: torch.optim.Optimizer) -> None:
+        self.seconds.append(time.perf_counter() - self._began)
+        self.impls.append(optimizer.last_impls)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compile-start", type=int, default=alphagrad_module.AUTO_COMPILE_START)
+    parser.add_argument("--switch", type=int, default=alphagrad_module.AUTO_COMPILE_AFTER)
+    args = parser.parse_args()
+    quiet_third_party()
+    if not 0 < args.compile_start < args.switch:
+        parser.error(f"need 0 < --compile-start < --switch, got {args.compile_start} and {args.switch}")
+    alphagrad_module.AUTO_COMPILE_START, alphagrad_module.AUTO_COMPILE_AFTER = args.compile_start, args.switch
+    torch.set_num_threads(1)
+    steps_per_iteration, env_steps_per_iteration = 20, 256  # 20 epochs of one minibatch of 8 envs x 32 steps
+    iterations = -(-(args.switch + 2000) // steps_per_iteration)
+    model = PPO(env_id="CartPole-v1", total_timesteps=iterations * env_steps_per_iteration, num_envs=8, num_steps=32,
+                learning_rate=5e-4, num_minibatches=1, update_epochs=20, gamma=0.98, gae_lambda=0.8, ent_coef=0.0,
+                clip_vloss=False, normalize_observation=False, normalize_reward=False, optimizer="alphagrad",
+                alpha=98.0, momentum=0.9, num_eval_episodes=0, seed=0)  # fmt: skip
+    times = StepTimes()
+    began = time.perf_counter()
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[times]).fit(model)  # fmt: skip
+    wall = time.perf_counter() - began
+    longest = max(range(len(times.seconds)), key=times.seconds.__getitem__)
+    switched = next((i for i, impls in enumerate(times.impls) if impls == ("compiled",)), None)
+    print(f"cache dir {os.environ['TORCHINDUCTOR_CACHE_DIR']} (empty at start), compile from step "
+          f"{args.compile_start}, switch at step {args.switch}; {len(times.seconds)} optimizer steps in {wall:.1f} s")
+    print(f"longest step: {times.seconds[longest]:.3f} s at step {longest}; steps over 1 s: "
+          f"{sum(s > 1.0 for s in times.seconds)}; first compiled step: {switched}")
+
+
+if __name__ == "__main__":
+    main()
