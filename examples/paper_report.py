@@ -118,6 +118,7 @@ def interval_estimates(
 ) -> dict[str, tuple[float, float, float]]:
     """variant -> (IQM, CI low, CI high) of its runs' scores, a 95 % stratified-bootstrap interval."""
     matrices = {name: np.asarray(values, dtype=float).reshape(-1, 1) for name, values in scores.items()}
+    np.random.seed(seed)  # rliable's bootstrap also draws from numpy's global generator
     points, intervals = rly.get_interval_estimates(matrices, iqm, reps=reps, random_state=np.random.RandomState(seed))
     return {name: (float(points[name][0]), float(intervals[name][0, 0]), float(intervals[name][1, 0]))
             for name in matrices}
@@ -128,6 +129,7 @@ def probability_of_improvement(
 ) -> tuple[float, float, float]:
     """P(a run of X scores higher than a run of Y; ties count half), with its 95 % bootstrap CI."""
     pair = {"x,y": [np.asarray(x, dtype=float).reshape(-1, 1), np.asarray(y, dtype=float).reshape(-1, 1)]}
+    np.random.seed(seed)  # rliable's bootstrap also draws from numpy's global generator
     points, intervals = rly.get_interval_estimates(
         pair, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
     )
@@ -144,6 +146,7 @@ def curve_band(
     def iqm_per_bin(s: np.ndarray) -> np.ndarray:  # metrics.aggregate_iqm of each bin, all bins at once
         return scipy.stats.trim_mean(s[:, 0, :], proportiontocut=0.25, axis=0)
 
+    np.random.seed(seed)  # rliable's bootstrap also draws from numpy's global generator
     points, intervals = rly.get_interval_estimates(
         {"band": scores}, iqm_per_bin, reps=reps, random_state=np.random.RandomState(seed)
     )

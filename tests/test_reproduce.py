@@ -46,6 +46,7 @@ def test_interval_estimates_known_answers() -> None:
     assert report.probability_of_improvement([1.0, 2], [1.0, 2], reps=200)[0] == 0.5  # ties count half
     point, low, high = report.probability_of_improvement([1.0, 4, 6], [2.0, 3, 5], reps=500)
     assert point == pytest.approx(5 / 9) and low < point < high  # 5 of the 9 pairs favour x
+    assert report.probability_of_improvement([1.0, 4, 6], [2.0, 3, 5], reps=500) == (point, low, high)  # reproducible
 
 
 def test_curve_band_of_identical_and_shifted_runs() -> None:
