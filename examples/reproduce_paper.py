@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from lightning_alphagrad.plotting import read_curve
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "examples" / "configs"
 RETURN_KEY = "charts/episodic_return"
@@ -152,17 +154,6 @@ class Run:
 
 
 # --------------------------------------------------------------------------------------------------- the grid
-def read_curve_file(path: Path, key: str) -> tuple[list[float], list[float]]:
-    """``(env_steps, values)`` of ``key`` in a compact curve."""
-    xs, ys = [], []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("env_steps") and row.get(key):
-                xs.append(float(row["env_steps"]))
-                ys.append(float(row[key]))
-    return xs, ys
-
-
 def final_return(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Mean episodic return over the last 10 % of the run's env steps (CleanRL reports the last 100 episodes)."""
     last = [y for x, y in zip(xs, ys, strict=True) if x >= xs[-1] - 0.1 * (xs[-1] - xs[0])]
@@ -182,7 +173,7 @@ def tuned_learning_rate(results: Path, experiment: str, sweep: str) -> float | N
             curve = results / experiment / variant.name / f"seed{seed}.csv"
             if not curve.exists():
                 return None
-            finals.append(final_return(*read_curve_file(curve, RETURN_KEY)))
+            finals.append(final_return(*read_curve(curve, RETURN_KEY)))
         means[float(variant.name.removeprefix(sweep))] = sum(finals) / len(finals)
     return max(means, key=means.__getitem__) if means else None
 
@@ -340,7 +331,7 @@ class Grid:
         shutil.rmtree(run.checkpoint.parent, ignore_errors=True)  # finished: its checkpoints are not needed
         with self.lock:
             write_manifest(self.results)
-        xs, ys = read_curve_file(run.result.with_suffix(".csv"), RETURN_KEY)
+        xs, ys = read_curve(run.result.with_suffix(".csv"), RETURN_KEY)
         print(f"{label}: final return {final_return(xs, ys):.1f} ({entry['wall_s']:.0f} s)", flush=True)
         return entry
 

@@ -154,7 +154,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_is_committed(tmp_path: Path)
     assert len(entries) == 2 and all(entries)
     adam = json.loads((tmp_path / "results" / "dqn" / "adam" / "seed0.json").read_text())
     assert adam["attempts"] == 2 and adam["resumed_at"] == [killed_at] and adam["env_steps"] == 12_000
-    xs, ys = reproduce.read_curve_file(tmp_path / "results" / "dqn" / "adam" / "seed0.csv", reproduce.RETURN_KEY)
+    xs, ys = reproduce.read_curve(tmp_path / "results" / "dqn" / "adam" / "seed0.csv", reproduce.RETURN_KEY)
+    xs = list(xs)
     assert xs == sorted(set(xs)) and xs[-1] == 12_000 and len(xs) == 12  # one row per 1000 steps, none twice
     assert not checkpoint.exists()  # a finished run drops its checkpoints
     manifest = list(csv.DictReader((tmp_path / "results" / "manifest.csv").read_text().splitlines()))
