@@ -292,8 +292,8 @@ def test_automatic_selection():
 
 @pytest.mark.parametrize("compiler", [True, False])
 def test_auto_switches_from_flat_to_the_compiled_graph_after_a_number_of_steps(monkeypatch, compiler):
-    """Same results as the reference across the switch; a state_dict round trip into a new optimizer switches at the
-    same step and continues bitwise like the uninterrupted run."""
+    """Same results as the reference across the switch; a state_dict round trip into a new optimizer, before or after
+    the switch, switches at the same step and continues bitwise like the uninterrupted run."""
     monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_START", 1)  # compiles in the background from step 1
     monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 2)
     monkeypatch.setattr(compiled_group_module, "_COMPILING", {})  # no graph from an earlier test
@@ -307,7 +307,7 @@ def test_auto_switches_from_flat_to_the_compiled_graph_after_a_number_of_steps(m
     params0, grads = problem(torch.float32, steps=6, seed=3)
     expected, bufs = reference_steps(params0, grads, **config)
     runs = {}
-    for resume_at in (None, 1):
+    for resume_at in (None, 1, 3):
         params = [p.clone().requires_grad_(True) for p in params0]
         opt = AlphaGrad(params, **config)
         impls, unavailable = [], []
@@ -325,13 +325,15 @@ def test_auto_switches_from_flat_to_the_compiled_graph_after_a_number_of_steps(m
             impls.extend(opt.last_impls)
         warning = ("AlphaGrad: the compiled step is unavailable here (RuntimeError: no C++ compiler); staying on the "
                    "flat kernel")
-        assert unavailable == ([] if compiler else [warning])  # once, at the switch
+        switches = 2 if resume_at == 3 else 1  # once per optimizer that reaches the switch
+        assert unavailable == ([] if compiler else [warning] * switches)
         switched = "compiled" if compiler else "flat"
         assert impls == ["flat", "flat", switched, switched, switched, switched]
         assert_matches(params, opt, expected, bufs, 3e-6)
         runs[resume_at] = [p.detach().clone() for p in params]
-    for a, b in zip(runs[None], runs[1], strict=True):
-        assert torch.equal(a, b)
+    for resumed in (runs[1], runs[3]):
+        for a, b in zip(runs[None], resumed, strict=True):
+            assert torch.equal(a, b)
 
 
 def test_selection_falls_back_when_compilation_fails(monkeypatch):

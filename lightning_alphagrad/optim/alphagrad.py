@@ -267,7 +267,12 @@ class AlphaGrad(Optimizer):
             return True
         if group["impl"] != "auto" or group[FLAT_STEPS_KEY] < AUTO_COMPILE_AFTER or self._compiler_failed:
             return False
-        compiling = self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
+        layout = self._flat_layouts.get(0)
+        if layout is None:  # a run resumed past the switch: no flat step made the layout in this process
+            layout = self._new_whole_group_layout(group)
+            if layout is None:
+                return False
+        compiling = self._group_step(group, layout).compile_in_background(group["weight_decay"] != 0)
         if not compiling.done():
             _log.info("AlphaGrad: waiting for the compiled whole-group step (compiling since step %d)",
                       AUTO_COMPILE_START)  # fmt: skip
@@ -311,13 +316,8 @@ class AlphaGrad(Optimizer):
         layout = self._flat_layouts.get(0)
         grads = layout.gradients(group["params"]) if layout is not None else None
         if grads is None:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params or sum(p.numel() for p in params) > FLAT_MAX_NUMEL or not flat_eligible(params):
-                return None
-            if not compiler_works(params[0].device.type, params[0].dtype):
-                return None
-            layout = self._flat_layouts[0] = FlatLayout(params)
-            grads = layout.gradients(params)
+            layout = self._new_whole_group_layout(group)
+            grads = layout.gradients(layout.params) if layout is not None else None
         if grads is None:
             return None
         momentum = group["momentum"]
@@ -333,6 +333,17 @@ class AlphaGrad(Optimizer):
             else:
                 layout.buffer = None  # type: ignore[union-attr]  # a skipped first step leaves no state
         return finite
+
+    def _new_whole_group_layout(self, group: dict[str, Any]) -> FlatLayout | None:
+        """A flat layout of the only group's parameters with gradients, or ``None`` where the whole-group graph does not
+        apply (no gradients, too many elements, mixed dtypes, no working compiler)."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params or sum(p.numel() for p in params) > FLAT_MAX_NUMEL or not flat_eligible(params):
+            return None
+        if not compiler_works(params[0].device.type, params[0].dtype):
+            return None
+        layout = self._flat_layouts[0] = FlatLayout(params)
+        return layout
 
     def _masked_step(self) -> None:
         """The step as ``torch.compile`` traces it: no host sync, a non-finite gradient masks the update."""
