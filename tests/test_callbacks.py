@@ -178,11 +178,11 @@ def trainer(tmp_path: Path, callbacks: list[pl.Callback], **kwargs: Any) -> pl.T
     return pl.Trainer(callbacks=callbacks, **{**defaults, **kwargs})
 
 
-def test_logged_values_equal_independent_computation(tmp_path: Path) -> None:
+def test_logged_values_equal_independent_computation(tmp_path: Path, accelerator: str) -> None:
     recorder = StepRecorder()
     model = ActorCritic()
     callbacks = [GradNormMonitor(per_parameter=True), TanhSaturationMonitor(THRESHOLD), AlphaMonitor(), recorder]
-    trainer(tmp_path, callbacks, max_steps=7, log_every_n_steps=3).fit(model, make_loader(7))
+    trainer(tmp_path, callbacks, max_steps=7, log_every_n_steps=3, accelerator=accelerator).fit(model, make_loader(7))
 
     rows = read_csv(tmp_path / "metrics.csv")
     assert sorted(rows) == [2, 5]  # (step + 1) % 3 == 0 only
@@ -210,13 +210,14 @@ def test_logged_values_equal_independent_computation(tmp_path: Path) -> None:
     assert sorted(int(row["step"]) for row in monitor_rows) == [2, 5]
 
 
-def test_norms_are_logged_before_gradient_clipping(tmp_path: Path) -> None:
+def test_norms_are_logged_before_gradient_clipping(tmp_path: Path, accelerator: str) -> None:
     # clip to a tenth of the smallest norm: the logged (unclipped) norms stay the raw ones, and the saturation, which
     # AlphaGrad's per-tensor normalization makes invariant to global-norm clipping, matches the raw gradients too
     recorder = StepRecorder()
     model = ActorCritic()
     callbacks = [GradNormMonitor(), TanhSaturationMonitor(THRESHOLD), recorder]
-    trainer(tmp_path, callbacks, max_steps=4, log_every_n_steps=2, gradient_clip_val=1e-3).fit(model, make_loader(4))
+    clipped = dict(gradient_clip_val=1e-3, accelerator=accelerator)
+    trainer(tmp_path, callbacks, max_steps=4, log_every_n_steps=2, **clipped).fit(model, make_loader(4))
     rows = read_csv(tmp_path / "metrics.csv")
     assert sorted(rows) == [1, 3]
     sizes = layer_sizes(model)
@@ -240,7 +241,9 @@ def count_grad_norms_calls(monkeypatch: pytest.MonkeyPatch, module: Any) -> list
     return calls
 
 
-def test_monitors_and_adaptive_alpha_share_one_norm_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_monitors_and_adaptive_alpha_share_one_norm_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accelerator: str
+) -> None:
     import lightning_alphagrad.optim.grad_stats as grad_stats
 
     calls = count_grad_norms_calls(monkeypatch, grad_stats)
@@ -253,7 +256,7 @@ def test_monitors_and_adaptive_alpha_share_one_norm_pass(tmp_path: Path, monkeyp
 
     model = Adaptive()
     callbacks = [GradNormMonitor(), TanhSaturationMonitor(THRESHOLD)]
-    trainer(tmp_path, callbacks, max_steps=8, log_every_n_steps=4).fit(model, make_loader(8))
+    trainer(tmp_path, callbacks, max_steps=8, log_every_n_steps=4, accelerator=accelerator).fit(model, make_loader(8))
     # logging steps 3 and 7 are also adaptive-alpha steps (every 2 from step 2: 1, 3, 5, 7 after stepping): the two
     # monitors and the scheduler read one set of norms there; steps 1 and 5 compute them for the scheduler alone
     assert calls == [8] * 4
@@ -441,10 +444,11 @@ def test_ddp_spawn_two_ranks_log_identical_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")  # the resumed run logs into a directory of its own
-def test_resume_from_checkpoint_logs_the_same_steps_and_values(tmp_path: Path) -> None:
+def test_resume_from_checkpoint_logs_the_same_steps_and_values(tmp_path: Path, accelerator: str) -> None:
     def run(root: Path, epochs: int, ckpt_path: str | None = None) -> pl.Trainer:
         callbacks = [GradNormMonitor(), TanhSaturationMonitor(), AlphaMonitor()]
-        fit = trainer(root, callbacks, max_epochs=epochs, log_every_n_steps=4, enable_checkpointing=True)
+        fit = trainer(root, callbacks, max_epochs=epochs, log_every_n_steps=4, enable_checkpointing=True,
+                      accelerator=accelerator)  # fmt: skip
         fit.fit(AdaptiveActorCritic(), make_loader(6), ckpt_path=ckpt_path)
         return fit
 

@@ -23,10 +23,11 @@ torch.set_num_threads(1)
 SHAPES = [(7, 5), (5,), (3, 4, 2), (2,), (40, 30)]  # no 1-element tensor: keeps the compiled variants few
 
 
-def problem(dtype, steps=3, seed=0, shapes=SHAPES):
+def problem(dtype, steps=3, seed=0, shapes=SHAPES, device="cpu"):
+    """Parameters and per-step gradients drawn on the CPU (the same numbers on every device), then moved."""
     gen = torch.Generator().manual_seed(seed)
-    params = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
-    grads = [[torch.randn(s, generator=gen, dtype=dtype) * 10.0 ** (i % 4 - 2) for i, s in enumerate(shapes)]
+    params = [torch.randn(s, generator=gen, dtype=dtype).to(device) for s in shapes]
+    grads = [[torch.randn(s, generator=gen, dtype=dtype).to(device) * 10.0 ** (i % 4 - 2) for i, s in enumerate(shapes)]
              for _ in range(steps)]
     return params, grads
 
@@ -43,8 +44,8 @@ CONFIGS = [
 @pytest.mark.parametrize("impl", ["flat", "foreach"])
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
-def test_eager_fast_paths_match_reference_with_exact_tanh(impl, config, dtype, tol):
-    params0, grads = problem(dtype)
+def test_eager_fast_paths_match_reference_with_exact_tanh(impl, config, dtype, tol, device):
+    params0, grads = problem(dtype, device=device)
     expected, bufs = reference_steps(params0, grads, **config)
     params, opt = run(params0, grads, impl=impl, fast_tanh=False, **config)
     assert opt.last_impls == (impl,)
@@ -62,8 +63,8 @@ COMPILED_CASES = [
 
 
 @pytest.mark.parametrize("dtype,fast_tanh,tol,config", COMPILED_CASES)
-def test_compiled_path_matches_reference(dtype, fast_tanh, tol, config):
-    params0, grads = problem(dtype)
+def test_compiled_path_matches_reference(dtype, fast_tanh, tol, config, device):
+    params0, grads = problem(dtype, device=device)
     expected, bufs = reference_steps(params0, grads, **config)
     params, opt = run(params0, grads, impl="compiled", fast_tanh=fast_tanh, **config)
     assert opt.last_impls == ("compiled",)
@@ -125,8 +126,8 @@ def test_flat_momentum_buffers_are_views_of_one_vector_and_edits_count():
 
 @pytest.mark.parametrize("impl", ["flat", "compiled"])
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
-def test_nonfinite_gradient_skips_the_whole_step(impl, bad):
-    params0, grads = problem(torch.float32, steps=2, seed=3)
+def test_nonfinite_gradient_skips_the_whole_step(impl, bad, device):
+    params0, grads = problem(torch.float32, steps=2, seed=3, device=device)
     params = [p.clone().requires_grad_(True) for p in params0]
     opt = AlphaGrad([{"params": params[:2]}, {"params": params[2:], "alpha": 7.0}], lr=0.1, alpha=2.0,
                     momentum=0.9, impl=impl)
@@ -148,8 +149,10 @@ def test_nonfinite_gradient_skips_the_whole_step(impl, bad):
 
 @pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
 @pytest.mark.parametrize(("weight_decay", "nesterov"), [(0.0, False), (0.1, True)])
-def test_whole_group_graph_leaves_params_and_buffers_bitwise_unchanged_on_a_bad_gradient(bad, weight_decay, nesterov):
-    params0, grads = problem(torch.float32, steps=3, seed=5)
+def test_whole_group_graph_leaves_params_and_buffers_bitwise_unchanged_on_a_bad_gradient(
+    bad, weight_decay, nesterov, device
+):
+    params0, grads = problem(torch.float32, steps=3, seed=5, device=device)
     params = [p.clone().requires_grad_(True) for p in params0]
     opt = AlphaGrad(params, lr=0.1, alpha=3.0, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay,
                     impl="compiled")  # fmt: skip
@@ -176,8 +179,8 @@ def test_whole_group_graph_leaves_params_and_buffers_bitwise_unchanged_on_a_bad_
 
 
 @pytest.mark.parametrize("impl", ["flat", "compiled"])
-def test_param_groups_with_own_alpha_and_lr(impl):
-    params0, grads = problem(torch.float64, steps=2, seed=4)
+def test_param_groups_with_own_alpha_and_lr(impl, device):
+    params0, grads = problem(torch.float64, steps=2, seed=4, device=device)
     groups = [dict(lr=0.1, alpha=50.0), dict(lr=0.02, alpha=0.5, momentum=0.9)]
     expected_a, bufs_a = reference_steps(params0[:3], [g[:3] for g in grads], **groups[0])
     expected_b, bufs_b = reference_steps(params0[3:], [g[3:] for g in grads], **groups[1])

@@ -56,7 +56,10 @@ def _update_with_momentum(
 
 
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return torch.compile(fn, dynamic=True, fullgraph=True, recompile_limit=64)
+    try:
+        return torch.compile(fn, dynamic=True, fullgraph=True, recompile_limit=64)
+    except TypeError:  # torch 2.11 takes no recompile_limit argument: dynamo's global limit (8 variants) applies
+        return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
 _without_momentum = _compile(_update_without_momentum)
