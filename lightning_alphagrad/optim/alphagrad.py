@@ -16,7 +16,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from lightning_alphagrad._validation import check_range
-from lightning_alphagrad.optim.functional import grad_norms, indices_by_device_and_dtype
+from lightning_alphagrad.optim.functional import StepHyper, grad_norms, indices_by_device_and_dtype
 from lightning_alphagrad.optim.grad_stats import cached_grad_norms
 from lightning_alphagrad.optim.kernels import (
     CompiledGroupStep,
@@ -365,7 +365,7 @@ class AlphaGrad(Optimizer):
             if not params:
                 continue
             kernel = foreach_alphagrad if _use_foreach(group, grads) else single_tensor_alphagrad
-            kernel(params, grads, bufs, group_norms, keep=finite, **_hyper(group))
+            kernel(params, grads, bufs, group_norms, StepHyper.of(group), keep=finite)
             _store_buffers(self.state, group, group["params"], bufs)
 
     def _handle_nonfinite(self) -> None:
@@ -442,9 +442,9 @@ class _GroupStep:
                 self.grads,
                 self.norms,  # type: ignore[arg-type]
                 self.has_buffer,
+                StepHyper.of(group),
                 maximize=group["maximize"],
                 fast_tanh=fast_tanh,
-                **_hyper(group),
             )
             if group["momentum"] > 0 and not self.has_buffer:
                 layout.publish_momentum(state)  # type: ignore[union-attr]
@@ -454,21 +454,15 @@ class _GroupStep:
                 self.grads,
                 self.bufs,
                 self.norms,  # type: ignore[arg-type]
+                StepHyper.of(group),
                 maximize=group["maximize"],
                 fast_tanh=fast_tanh,
-                **_hyper(group),
             )
             _store_buffers(state, group, self.params, self.bufs)
         else:
             kernel = foreach_alphagrad if self.impl == "foreach" else single_tensor_alphagrad
-            kernel(self.params, self.grads, self.bufs, self.norms, keep=None, numels=self.numels, **_hyper(group))  # type: ignore[arg-type]
+            kernel(self.params, self.grads, self.bufs, self.norms, StepHyper.of(group), numels=self.numels)  # type: ignore[arg-type]
             _store_buffers(state, group, [p for p in group["params"] if p.grad is not None], self.bufs)
-
-
-def _hyper(group: dict[str, Any]) -> dict[str, Any]:
-    """The kernels' keyword arguments from a param group."""
-    keys = ("lr", "alpha", "momentum", "dampening", "nesterov", "weight_decay", "eps", "size_aware")
-    return {key: group[key] for key in keys}
 
 
 def _choose_impl(group: dict[str, Any], params: list[Tensor]) -> str:

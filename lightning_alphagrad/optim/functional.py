@@ -13,6 +13,7 @@ of ``g~`` have size ``~1/sqrt(n)``, so a fixed ``alpha`` bends tanh much less on
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,7 @@ from torch import Tensor
 from lightning_alphagrad.optim.sharded import local, shard_group
 
 __all__ = [
+    "StepHyper",
     "effective_alpha",
     "grad_norm",
     "grad_norms",
@@ -29,6 +31,24 @@ __all__ = [
     "normalized_tanh_updates",
     "upcast_dtype",
 ]
+
+
+class StepHyper(NamedTuple):
+    """A param group's hyper-parameters as every kernel takes them (``maximize`` aside: the reference and foreach
+    kernels get negated gradients, the flat and compiled ones fold the sign into ``alpha``)."""
+
+    lr: float
+    alpha: float
+    momentum: float
+    dampening: float
+    nesterov: bool
+    weight_decay: float
+    eps: float
+    size_aware: bool
+
+    @classmethod
+    def of(cls, group: dict[str, Any]) -> StepHyper:
+        return cls(*(group[key] for key in cls._fields))
 
 
 def upcast_dtype(dtype: torch.dtype) -> torch.dtype:

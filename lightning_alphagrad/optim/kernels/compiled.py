@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_alphagrad.optim.functional import StepHyper
 from lightning_alphagrad.optim.kernels.fast_tanh import exp_tanh, rational_tanh
 
 __all__ = ["compiled_alphagrad", "compiler_works", "squash"]
@@ -91,15 +92,8 @@ def compiled_alphagrad(
     grads: list[Tensor],
     bufs: list[Tensor | None],
     norms: Tensor,
+    hyper: StepHyper,
     *,
-    lr: float,
-    alpha: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    eps: float,
-    size_aware: bool,
     maximize: bool,
     fast_tanh: bool,
 ) -> None:
@@ -109,6 +103,7 @@ def compiled_alphagrad(
         norms: 1-D, the gradients' L2 norms in parameter order.
         fast_tanh: use :func:`~lightning_alphagrad.optim.kernels.fast_tanh.exp_tanh` (abs. error < 1e-6).
     """
+    lr, alpha, momentum, dampening, nesterov, weight_decay, eps, size_aware = hyper
     first = params[0]
     steep = -alpha if maximize else alpha
     numels = torch.tensor([p.numel() for p in params], dtype=norms.dtype, device=norms.device)

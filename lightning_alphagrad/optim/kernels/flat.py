@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
+from lightning_alphagrad.optim.functional import StepHyper
 from lightning_alphagrad.optim.kernels.fast_tanh import sigmoid_tanh_
 
 __all__ = ["FlatLayout", "flat_alphagrad", "flat_eligible", "flatten", "normalized_tanh_update_"]
@@ -133,15 +134,8 @@ def flat_alphagrad(
     grads: list[Tensor],
     norms: Tensor,
     has_buffer: bool,
+    hyper: StepHyper,
     *,
-    lr: float,
-    alpha: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    eps: float,
-    size_aware: bool,
     maximize: bool,
     fast_tanh: bool,
 ) -> None:
@@ -154,6 +148,7 @@ def flat_alphagrad(
         has_buffer: whether ``layout.buffer`` holds the momentum of the previous steps.
         fast_tanh: use ``2 * sigmoid(2x) - 1`` (abs. error < 1e-6) instead of ``torch.tanh``.
     """
+    lr, alpha, momentum, dampening, nesterov, weight_decay, eps, size_aware = hyper
     work = flatten(grads)
     steep = -alpha if maximize else alpha
     steepness = layout.sqrt_numels * steep if size_aware else steep

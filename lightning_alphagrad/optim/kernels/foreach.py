@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_alphagrad.optim.functional import normalized_tanh_updates
+from lightning_alphagrad.optim.functional import StepHyper, normalized_tanh_updates
 
 __all__ = ["foreach_alphagrad"]
 
@@ -16,22 +16,16 @@ def foreach_alphagrad(
     grads: list[Tensor],
     bufs: list[Tensor | None],
     norms: list[Tensor],
+    hyper: StepHyper,
     *,
-    lr: float,
-    alpha: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    eps: float,
-    size_aware: bool,
-    keep: Tensor | None,
+    keep: Tensor | None = None,
     numels: list[int] | None = None,
 ) -> None:
     """Same contract as :func:`~lightning_alphagrad.optim.kernels.reference.single_tensor_alphagrad`.
 
     Extra memory: one set of update tensors the size of ``params`` (fp32 copies for fp16/bf16 gradients).
     """
+    lr, alpha, momentum, dampening, nesterov, weight_decay, eps, size_aware = hyper
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, bufs, norms], with_indices=True  # type: ignore[list-item]
     )

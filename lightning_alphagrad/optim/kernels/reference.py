@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_alphagrad.optim.functional import normalized_tanh_update
+from lightning_alphagrad.optim.functional import StepHyper, normalized_tanh_update
 
 __all__ = ["single_tensor_alphagrad"]
 
@@ -15,16 +15,9 @@ def single_tensor_alphagrad(
     grads: list[Tensor],
     bufs: list[Tensor | None],
     norms: list[Tensor],
+    hyper: StepHyper,
     *,
-    lr: float,
-    alpha: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    eps: float,
-    size_aware: bool,
-    keep: Tensor | None,
+    keep: Tensor | None = None,
     numels: list[int] | None = None,
 ) -> None:
     """Update ``params`` in place; new momentum buffers are written into ``bufs`` (``None`` entries).
@@ -33,6 +26,7 @@ def single_tensor_alphagrad(
     (0-d bool), if given, masks the whole update arithmetically instead of a branch (used inside ``torch.compile``);
     ``numels``: elements of each whole tensor when ``params`` are local shards (``size_aware`` needs them).
     """
+    lr, alpha, momentum, dampening, nesterov, weight_decay, eps, size_aware = hyper
     for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
         if keep is not None:
             grad = torch.where(keep, grad, 0)
