@@ -1,4 +1,5 @@
-"""Env steps per second of this project's TD3 and DQN vs Stable-Baselines3 with the same hyper-parameters.
+"""Env steps per second of this project's TD3 and DQN vs Stable-Baselines3 with the same hyper-parameters, and TD3
+against its floor: the plain-torch update loop of ``bench_td3_update.py``.
 
 Both run in this process on one torch thread, alternately (ours, SB3, ours, SB3, ...). Rates are env steps per second
 of this process's CPU time (robust on a shared machine, where wall time depends on other jobs), with wall-time rates
@@ -7,6 +8,11 @@ beside them; the ratio of the median CPU-time rates is printed, with the raw env
     python benchmarks/bench_rl_offpolicy.py --algo td3   # Hopper-v4, 3000 steps, learning_starts 1000
     python benchmarks/bench_rl_offpolicy.py --algo dqn   # CartPole-v1, 30000 steps, learning_starts 10000
     python benchmarks/bench_rl.py --algo td3             # the same, through the project's RL benchmark
+    python benchmarks/bench_rl_offpolicy.py --algo td3 --against floor --total 5000 --learning-starts 256
+
+``--against floor`` (TD3): ours in fp32 and in ``bf16-mixed`` against ``1 / (plain-torch update time)``, the env
+steps/s one update per env step allows when env, replay and Lightning cost nothing; with ``learning_starts`` small,
+the ratio is the share of our TD3's time that the update math takes.
 
 Settings shared by both implementations: TD3 as CleanRL (256-256 actor and twin critics, Adam lr 3e-4, batch 256,
 buffer 1e6, tau 0.005, policy delay 2, target noise 0.2 clipped at 0.5, exploration noise 0.1, one update per env
@@ -27,6 +33,7 @@ import lightning as L
 import numpy as np
 import torch
 from bench_rl import raw_env_rate  # a sibling script
+from bench_td3_update import plain_torch  # a sibling script
 
 warnings.filterwarnings("ignore")
 
@@ -38,7 +45,7 @@ def timed(run: Callable[[], object], total: int) -> tuple[float, float]:
     return total / (time.process_time() - cpu), total / (time.perf_counter() - wall)
 
 
-def ours(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
+def ours(algo: str, total: int, learning_starts: int, precision: str = "32-true") -> tuple[float, float]:
     """Env steps/s (CPU time, wall time) of this project's module over a whole ``fit`` of ``total`` env steps."""
     from lightning_alphagrad.rl import DQN, TD3
 
@@ -50,8 +57,9 @@ def ours(algo: str, total: int, learning_starts: int) -> tuple[float, float]:
             seed=0,
         )  # fmt: skip
     trainer = L.Trainer(
-        max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
+        max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        precision=precision,
+    )  # fmt: skip
     return timed(lambda: trainer.fit(model), total)
 
 
@@ -105,14 +113,44 @@ def run(algo: str, total: int | None = None, learning_starts: int | None = None,
     print(f"median: ours {ours_rate:.1f}, SB3 {sb3_rate:.1f} env steps/CPU-s; ratio ours/SB3 = {ratio:.2f}")
 
 
+def floor(total: int, learning_starts: int, rounds: int = 2) -> None:
+    """Alternate ours (fp32, bf16-mixed) and the plain-torch update loop; print rates and ours / floor."""
+    torch.set_num_threads(1)
+    updates = total - learning_starts
+    print(f"td3 on Hopper-v4: {total} env steps per run, learning_starts {learning_starts}, 1 torch thread")
+    rates: dict[str, list[float]] = {"ours fp32": [], "ours bf16-mixed": [], "floor": []}
+    for round_index in range(rounds):
+        L.seed_everything(round_index, verbose=False)
+        rates["ours fp32"].append(ours("td3", total, learning_starts)[0])
+        rates["ours bf16-mixed"].append(ours("td3", total, learning_starts, "bf16-mixed")[0])
+        update = plain_torch()
+        for _ in range(20):  # warm-up
+            update()
+        start = time.process_time()
+        for _ in range(updates):
+            update()
+        rates["floor"].append(updates / (time.process_time() - start))
+        print(f"round {round_index}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print("median env steps/CPU-s: " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
+    for name in ("ours fp32", "ours bf16-mixed"):
+        print(f"{name} / floor = {medians[name] / medians['floor']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", choices=("td3", "dqn"), required=True)
     parser.add_argument("--total", type=int, default=None, help="env steps per run (td3: 3000, dqn: 30000)")
     parser.add_argument("--learning-starts", type=int, default=None, help="default: a third of --total")
     parser.add_argument("--rounds", type=int, default=2, help="alternating (ours, SB3) pairs")
+    parser.add_argument("--against", choices=("sb3", "floor"), default="sb3", help="floor: TD3 only, see above")
     args = parser.parse_args()
-    run(args.algo, args.total, args.learning_starts, args.rounds)
+    if args.against == "floor":
+        if args.algo != "td3":
+            parser.error("--against floor is for --algo td3")
+        floor(args.total or 5000, args.learning_starts if args.learning_starts is not None else 256, args.rounds)
+    else:
+        run(args.algo, args.total, args.learning_starts, args.rounds)
 
 
 if __name__ == "__main__":

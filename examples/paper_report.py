@@ -28,6 +28,8 @@ import scipy.stats  # noqa: E402
 from rliable import library as rly  # noqa: E402
 from rliable import metrics, plot_utils  # noqa: E402
 
+from lightning_alphagrad.plotting import final_return  # noqa: E402
+
 # rliable 1.2 hands arch's bootstrap a RandomState, which arch 7 deprecates; the results are the same.
 warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
 
@@ -75,11 +77,6 @@ def load_results(results: Path) -> dict[str, dict[str, list[Curve]]]:
 
 
 # ------------------------------------------------------------------------------------------ per-run scores
-def final_return(xs: np.ndarray, ys: np.ndarray) -> float:
-    """Mean of ``ys`` over the last 10 % of the env-step span."""
-    return float(ys[xs >= xs[-1] - 0.1 * (xs[-1] - xs[0])].mean())
-
-
 def area_under_curve(xs: np.ndarray, ys: np.ndarray) -> float:
     """Area under ``ys`` divided by the env-step span (the mean over the run)."""
     return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0])) if xs[-1] > xs[0] else float(ys.mean())

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_alphagrad.plotting import read_curve
+from lightning_alphagrad.plotting import final_return, read_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "examples" / "configs"
@@ -154,12 +154,6 @@ class Run:
 
 
 # --------------------------------------------------------------------------------------------------- the grid
-def final_return(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Mean episodic return over the last 10 % of the run's env steps (CleanRL reports the last 100 episodes)."""
-    last = [y for x, y in zip(xs, ys, strict=True) if x >= xs[-1] - 0.1 * (xs[-1] - xs[0])]
-    return sum(last) / len(last)
-
-
 def tuned_learning_rate(results: Path, experiment: str, sweep: str) -> float | None:
     """The learning rate of the sweep arm ``<sweep><lr>`` with the highest mean final return over its seeds, once
     every run of the sweep has finished (``None`` before)."""

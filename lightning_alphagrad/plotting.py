@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_learning_curves", "read_curve", "trailing_mean"]
+__all__ = ["final_return", "plot_learning_curves", "read_curve", "trailing_mean"]
 
 
 def read_curve(metrics_csv: str | Path, y: str, x: str = "env_steps") -> tuple[np.ndarray, np.ndarray]:
@@ -25,6 +25,12 @@ def read_curve(metrics_csv: str | Path, y: str, x: str = "env_steps") -> tuple[n
                 ys.append(float(row[y]))
     order = np.argsort(xs, kind="stable")
     return np.asarray(xs)[order], np.asarray(ys)[order]
+
+
+def final_return(xs: np.ndarray, ys: np.ndarray) -> float:
+    """Mean of ``ys`` over the last 10 % of the env-step span of ``xs`` (CleanRL reports the last 100 episodes)."""
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    return float(ys[xs >= xs[-1] - 0.1 * (xs[-1] - xs[0])].mean())
 
 
 def trailing_mean(ys: np.ndarray, window: int) -> np.ndarray:

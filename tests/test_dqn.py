@@ -216,7 +216,7 @@ def test_resume_continues_schedule_networks_and_optimizer(tmp_path: object) -> N
     assert torch.equal(finals[0], finals[1]) and not torch.equal(finals[0], saved[0])
 
 
-def test_counters_are_in_the_state_dict_and_old_checkpoints_still_load() -> None:
+def test_counters_are_in_the_state_dict_and_checkpoints_need_the_clock() -> None:
     model = DQN(**SMALL)
     model.env_steps = 330
     state = model.state_dict()
@@ -224,12 +224,9 @@ def test_counters_are_in_the_state_dict_and_old_checkpoints_still_load() -> None
     restored = DQN(**SMALL)
     restored.load_state_dict(state)
     assert restored.env_steps == 330
-    del state["_extra_state"]  # a checkpoint from before the counters joined the state_dict
-    old_checkpoint = {"state_dict": state, "env_steps": 120, "learning_resumes_at": 100}
     resumed = DQN(**SMALL)
-    resumed.on_load_checkpoint(old_checkpoint)
-    resumed.load_state_dict(old_checkpoint["state_dict"])  # strict, as Lightning loads it
-    assert resumed.env_steps == 120
+    resumed.on_load_checkpoint({"state_dict": state, "env_steps": 330, "learning_resumes_at": 100})
+    assert resumed.env_steps == 330 and resumed.learning_resumes_at == 330 + SMALL["learning_starts"]
     with pytest.raises(KeyError, match="env_steps"):  # a checkpoint without the env-step clock is refused
         DQN(**SMALL).on_load_checkpoint({"state_dict": state, "learning_resumes_at": 100})
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_examples import EXAMPLES, load_example
+from example_scripts import EXAMPLES, load_example
+
+from lightning_alphagrad.plotting import final_return
 
 reproduce = load_example("reproduce_paper")
 report = load_example("paper_report")
@@ -24,8 +26,7 @@ report = load_example("paper_report")
 def test_per_run_scores() -> None:
     xs = np.array([0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0])
     ys = np.array([0.0, 100.0, 500.0, 480.0, 50.0, 490.0, 500.0, 20.0, 400.0, 450.0, 470.0])
-    assert report.final_return(xs, ys) == (450.0 + 470.0) / 2  # env steps 90..100
-    assert reproduce.final_return(list(xs), list(ys)) == (450.0 + 470.0) / 2
+    assert final_return(xs, ys) == final_return(list(xs), list(ys)) == (450.0 + 470.0) / 2  # env steps 90..100
     assert report.area_under_curve(np.array([0.0, 10.0]), np.array([0.0, 100.0])) == 50.0  # a ramp: its mean
     # bins [0, 50), [50, 100]: means 224 (0..40) and 388.33 (50..100); an empty bin interpolates its neighbours
     np.testing.assert_allclose(report.binned(xs, ys, np.array([0.0, 50.0, 100.0])), [226.0, 388.333333], rtol=1e-6)

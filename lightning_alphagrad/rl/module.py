@@ -27,9 +27,8 @@ class RLModule(L.LightningModule):
     - ``self.generator`` (action sampling, minibatch shuffling) is seeded from ``(seed, rank, env_steps)``.
     """
 
-    # Step counters kept in checkpoints and in the state_dict (see get_extra_state); subclasses add theirs. The value
-    # is what a checkpoint written before the counter existed holds (None: every checkpoint has it).
-    COUNTERS: dict[str, int | None] = {"env_steps": None}
+    # Step counters kept in checkpoints and in the state_dict (see get_extra_state); subclasses add theirs.
+    COUNTERS: tuple[str, ...] = ("env_steps",)
 
     # Plain attributes set on every env step (and Lightning's current hook name, set twice per hook call): assigned
     # without nn.Module.__setattr__'s parameter/module/buffer checks, which cost ~1.5 us each.
@@ -114,10 +113,5 @@ class RLModule(L.LightningModule):
         checkpoint.update(self.get_extra_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        counters = {
-            name: int(checkpoint[name] if default is None else checkpoint.get(name, default))
-            for name, default in self.COUNTERS.items()
-        }
-        self.set_extra_state(counters)
-        # checkpoints written before the counters were part of the state_dict
-        checkpoint["state_dict"].setdefault("_extra_state", counters)
+        # before the state_dict is loaded: subclasses' on_load_checkpoint reads the restored clock
+        self.set_extra_state({name: checkpoint[name] for name in self.COUNTERS})

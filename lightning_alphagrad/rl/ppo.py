@@ -104,7 +104,7 @@ class PPO(RLModule):
     normalization statistics and ``env_steps`` (hence the learning-rate schedule), and restarts its envs.
     """
 
-    COUNTERS = {**RLModule.COUNTERS, "skipped_updates": 0}
+    COUNTERS = (*RLModule.COUNTERS, "skipped_updates")
 
     def __init__(
         self,

@@ -104,7 +104,7 @@ class TD3(OffPolicyModule):
         seed: base seed of envs and noise (see :class:`~lightning_alphagrad.rl.RLModule`).
     """
 
-    COUNTERS = {**OffPolicyModule.COUNTERS, "critic_updates": None, "frozen_actor_updates": 0}
+    COUNTERS = (*OffPolicyModule.COUNTERS, "critic_updates", "frozen_actor_updates")
 
     def __init__(
         self,
