@@ -275,7 +275,8 @@ def test_lightning_cli_injects_both_optimizers() -> None:
 
     args = ["--model.env_id=Pendulum-v1", "--model.total_timesteps=240", "--model.learning_starts=80",
             "--model.actor_optimizer=lightning_alphagrad.AlphaGrad", "--model.actor_optimizer.alpha=5",
-            "--model.critic_optimizer=torch.optim.SGD", "--model.critic_optimizer.lr=0.1", "--seed_everything=0"]  # fmt: skip
+            "--model.critic_optimizer=torch.optim.SGD", "--model.critic_optimizer.lr=0.1",
+            "--seed_everything=0"]  # fmt: skip
     cli = LightningCLI(TD3, run=False, auto_configure_optimizers=False, args=args)
     actor_opt, critic_opt = cli.model.configure_optimizers()
     assert isinstance(actor_opt, AlphaGrad) and actor_opt.param_groups[0]["alpha"] == 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from lightning_alphagrad.rl.envs import env_seeds
+from lightning_alphagrad.rl.evaluation import evaluate_policy
 
 __all__ = ["RLModule"]
 
@@ -82,6 +84,20 @@ class RLModule(L.LightningModule):
         """Seed ``self.generator`` from ``(seed, rank, env_steps)``: distinct per rank, reproducible on resume."""
         state = np.random.SeedSequence([self.seed, self.rank, self.env_steps]).generate_state(2, dtype=np.uint32)
         self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def evaluation_return(self, act: Callable[[np.ndarray], np.ndarray], num_episodes: int) -> Tensor:
+        """Mean return of ``num_episodes`` episodes of ``act`` (raw observations ``(n, obs_dim)`` to env actions) in
+        ``self.eval_envs`` per rank, averaged over ranks (a collective call under DDP); 0-d float64."""
+        returns = evaluate_policy(act, self.eval_envs, num_episodes, self.eval_env_seeds(self.eval_envs.num_envs))
+        mean = torch.tensor(returns.mean(), dtype=torch.float64, device=self.device)
+        return self.trainer.strategy.reduce(mean, reduce_op="mean")
+
+    def teardown(self, stage: str) -> None:
+        for name in ("envs", "eval_envs"):
+            envs = getattr(self, name, None)
+            if envs is not None:
+                envs.close()
+                setattr(self, name, None)
 
     def all_gather_fn(self, tensor: Tensor) -> Tensor:
         """All ranks' ``tensor`` stacked on a leading ``(world_size,)`` axis (a collective call under DDP)."""

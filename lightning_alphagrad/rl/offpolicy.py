@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from lightning_alphagrad.rl.data import step_index_loader
 from lightning_alphagrad.rl.envs import final_observations, make_vector_env
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
-from lightning_alphagrad.rl.evaluation import evaluate_policy
 from lightning_alphagrad.rl.module import RLModule
 from lightning_alphagrad.rl.replay import ReplayBuffer
 
@@ -140,11 +139,6 @@ class OffPolicyModule(RLModule):
         obs, _ = self.envs.reset(seed=self.train_env_seeds(self.num_envs))
         self.obs = torch.from_numpy(obs.astype(np.float32))
 
-    def teardown(self, stage: str) -> None:
-        for envs in (self.envs, self.eval_envs):
-            if envs is not None:
-                envs.close()
-
     def train_dataloader(self) -> DataLoader:
         # One index per chunk of the whole run, also when resuming: Lightning restores how many batches of the epoch
         # are done (a checkpoint written mid-epoch) and runs the rest. The clock is env_steps (see chunk_length).
@@ -184,13 +178,9 @@ class OffPolicyModule(RLModule):
 
     def evaluate(self) -> None:
         """Mean return of ``num_eval_episodes`` deterministic episodes per rank, averaged over ranks, logged."""
-        returns = evaluate_policy(
-            lambda obs: self.act(torch.as_tensor(obs, dtype=torch.float32)).cpu().numpy(),
-            self.eval_envs,
-            self.num_eval_episodes,
-            self.eval_env_seeds(1),
+        mean = self.evaluation_return(
+            lambda obs: self.act(torch.as_tensor(obs, dtype=torch.float32)).cpu().numpy(), self.num_eval_episodes
         )
-        mean = self.trainer.strategy.reduce(torch.tensor(returns.mean(), device=self.device), reduce_op="mean")
         self.log_env_metrics({"eval/return_mean": mean})
         self._last_eval_step = self.env_steps
 

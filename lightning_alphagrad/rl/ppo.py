@@ -27,10 +27,9 @@ from lightning_alphagrad.optim import AlphaGrad
 from lightning_alphagrad.rl.data import step_index_loader
 from lightning_alphagrad.rl.envs import Vectorization, check_spaces, final_observations, make_vector_env, probe_spaces
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
-from lightning_alphagrad.rl.evaluation import evaluate_policy
 from lightning_alphagrad.rl.module import RLModule
 from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
-from lightning_alphagrad.rl.optimizer_choice import check_optimizer_name
+from lightning_alphagrad.rl.optimizer_choice import check_optimizer_name, make_optimizer
 
 __all__ = ["PPO", "ppo_mlp"]
 
@@ -281,17 +280,9 @@ class PPO(RLModule):
         self.envs = make_vector_env(self.env_id, self.num_envs, self.vectorization, self.env_kwargs)
         self.eval_envs = make_vector_env(self.env_id, 1, "sync", self.env_kwargs) if self.num_eval_episodes else None
 
-    def teardown(self, stage: str) -> None:
-        for name in ("envs", "eval_envs"):
-            envs = self.__dict__.pop(name, None)
-            if envs is not None:
-                envs.close()
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.optimizer_name == "adam":
-            return torch.optim.Adam(self.parameters(), lr=self.learning_rate, eps=self.eps, fused=True)
-        return AlphaGrad(
-            self.parameters(), lr=self.learning_rate, alpha=self.alpha, momentum=self.momentum, eps=self.eps
+        return make_optimizer(
+            self.parameters(), self.optimizer_name, self.learning_rate, self.alpha, self.momentum, self.eps, self.eps
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -421,6 +412,47 @@ class PPO(RLModule):
         for scheduler in schedulers:
             scheduler.step()
 
+    def ppo_loss(
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        old_log_probs: Tensor,
+        advantages: Tensor,
+        returns: Tensor,
+        old_values: Tensor,
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The PPO objective on one minibatch (all inputs ``(minibatch, ...)``), as a loss to minimize:
+        ``L = L^CLIP + vf_coef * L^VF - ent_coef * S`` (clipped surrogate, value loss, entropy bonus).
+
+        Returns the loss and, detached where they are statistics, ``(L^CLIP, L^VF, S, old approx KL, approx KL,
+        clip fraction)``.
+        """
+        new_log_prob, entropy = self.log_prob_and_entropy(obs, actions)
+        new_value = self.critic(obs).squeeze(-1)
+        log_ratio = new_log_prob - old_log_probs
+        ratio = log_ratio.exp()
+        with torch.no_grad():
+            old_approx_kl = (-log_ratio).mean()
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            clipfrac = ((ratio - 1.0).abs() > self.clip_coef).float().mean()
+
+        if self.norm_adv:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        pg_loss1 = -advantages * ratio
+        pg_loss2 = -advantages * ratio.clamp(1 - self.clip_coef, 1 + self.clip_coef)
+        pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+        v_loss_unclipped = (new_value - returns) ** 2
+        if self.clip_vloss:
+            v_clipped = old_values + (new_value - old_values).clamp(-self.clip_coef, self.clip_coef)
+            v_loss_clipped = (v_clipped - returns) ** 2
+            v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+        else:
+            v_loss = 0.5 * v_loss_unclipped.mean()
+        entropy_loss = entropy.mean()
+        loss = pg_loss - self.ent_coef * entropy_loss + v_loss * self.vf_coef
+        return loss, (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
+
     def training_step(self, batch: int, batch_idx: int) -> None:
         if self.env_steps >= self.num_iterations * self.global_batch_size:
             self.trainer.should_stop = True
@@ -445,31 +477,12 @@ class PPO(RLModule):
             permutation = torch.randperm(self.batch_size, generator=self.generator).to(self.device)
             for start in range(0, self.batch_size, self.minibatch_size):
                 index = permutation[start : start + self.minibatch_size]
-                new_log_prob, entropy = self.log_prob_and_entropy(b_obs[index], b_actions[index])
-                new_value = self.critic(b_obs[index]).squeeze(-1)
-                log_ratio = new_log_prob - b_log_probs[index]
-                ratio = log_ratio.exp()
-                with torch.no_grad():
-                    old_approx_kl = (-log_ratio).mean()
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > self.clip_coef).float().mean())
-
-                mb_advantages = b_advantages[index]
-                if self.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * ratio.clamp(1 - self.clip_coef, 1 + self.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                v_loss_unclipped = (new_value - b_returns[index]) ** 2
-                if self.clip_vloss:
-                    v_clipped = b_values[index] + (new_value - b_values[index]).clamp(-self.clip_coef, self.clip_coef)
-                    v_loss_clipped = (v_clipped - b_returns[index]) ** 2
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
-                else:
-                    v_loss = 0.5 * v_loss_unclipped.mean()
-                entropy_loss = entropy.mean()
-                loss = pg_loss - self.ent_coef * entropy_loss + v_loss * self.vf_coef
+                loss, parts = self.ppo_loss(
+                    b_obs[index], b_actions[index], b_log_probs[index], b_advantages[index], b_returns[index],
+                    b_values[index],
+                )  # fmt: skip
+                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = parts
+                clipfracs.append(clipfrac)
                 self.update(optimizer, schedulers, params, loss)
 
             if self.target_kl is not None:
@@ -511,8 +524,4 @@ class PPO(RLModule):
 
     def evaluate(self) -> dict[str, Tensor]:
         """``eval/return_mean`` of ``num_eval_episodes`` deterministic episodes per rank, averaged over ranks."""
-        returns = evaluate_policy(
-            self.act_deterministic, self.eval_envs, self.num_eval_episodes, self.eval_env_seeds(self.eval_envs.num_envs)
-        )
-        mean = torch.tensor(returns.mean(), dtype=torch.float64, device=self.device)
-        return {"eval/return_mean": self.trainer.strategy.reduce(mean, reduce_op="mean")}
+        return {"eval/return_mean": self.evaluation_return(self.act_deterministic, self.num_eval_episodes)}
