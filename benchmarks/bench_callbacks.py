@@ -41,14 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 from lightning_alphagrad.optim.alphagrad import AUTO_COMPILE_AFTER
+from lightning_alphagrad.rl.networks import mlp
 
 OBS_DIM, ACT_DIM, HIDDEN, BATCH = 17, 6, 64, 64
 
 
-def mlp(out_dim: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(OBS_DIM, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, out_dim)
-    )
+def tanh_mlp(out_dim: int) -> nn.Sequential:
+    return mlp([OBS_DIM, HIDDEN, HIDDEN, out_dim], nn.Tanh)
 
 
 class PPONetworks(pl.LightningModule):
@@ -57,9 +56,9 @@ class PPONetworks(pl.LightningModule):
     def __init__(self, clip_coef: float = 0.2, vf_coef: float = 0.5) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.actor_mean = mlp(ACT_DIM)
+        self.actor_mean = tanh_mlp(ACT_DIM)
         self.actor_logstd = nn.Parameter(torch.zeros(1, ACT_DIM))
-        self.critic = mlp(1)
+        self.critic = tanh_mlp(1)
         self.clip_coef, self.vf_coef = clip_coef, vf_coef
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

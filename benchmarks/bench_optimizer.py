@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.optim.alphagrad import AUTO_COMPILE_AFTER
+from lightning_alphagrad.rl.networks import mlp
 
 # Memory traffic per parameter and step in fp32 (bytes): reads + writes of every per-parameter tensor.
 # AlphaGrad reads the gradient twice (its norm, then the update).
@@ -40,15 +41,6 @@ BYTES_PER_PARAM = {
     "AlphaGrad(momentum=0)": 16,  # read g (norm); read p, g; write p
     "AlphaGrad(momentum=0.9)": 24,  # read g (norm); read p, g, buf; write p, buf
 }
-
-
-def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
 
 
 def ppo_halfcheetah() -> list[nn.Parameter]:

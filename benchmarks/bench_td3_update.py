@@ -26,12 +26,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lightning_alphagrad.rl.networks import mlp
+
 OBS, ACT, HIDDEN, BATCH = 11, 3, 256, 256
 
 
-def mlp(n_in: int, n_out: int) -> nn.Sequential:
-    layers = (nn.Linear(n_in, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_out))
-    return nn.Sequential(*layers)
+def relu_mlp(n_in: int, n_out: int) -> nn.Sequential:
+    return mlp([n_in, HIDDEN, HIDDEN, n_out], nn.ReLU)
 
 
 def matmuls_only() -> Callable[[], None]:
@@ -80,7 +81,7 @@ def matmuls_only() -> Callable[[], None]:
 
 def plain_torch() -> Callable[[], None]:
     """The whole TD3 update on fixed random batches (Hopper's action bounds are +-1)."""
-    actor, critics = mlp(OBS, ACT), nn.ModuleList([mlp(OBS + ACT, 1), mlp(OBS + ACT, 1)])
+    actor, critics = relu_mlp(OBS, ACT), nn.ModuleList([relu_mlp(OBS + ACT, 1), relu_mlp(OBS + ACT, 1)])
     target_actor, target_critics = copy.deepcopy(actor), copy.deepcopy(critics)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=3e-4, fused=True)
     critic_opt = torch.optim.Adam(critics.parameters(), lr=3e-4, fused=True)

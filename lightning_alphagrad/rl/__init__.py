@@ -15,10 +15,10 @@ from lightning_alphagrad.rl.envs import (
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
 from lightning_alphagrad.rl.evaluation import evaluate_policy
 from lightning_alphagrad.rl.module import RLModule
+from lightning_alphagrad.rl.networks import DeterministicActor, EnsembleCritic, QNetwork, mlp, ppo_mlp
 from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
 from lightning_alphagrad.rl.offpolicy import OffPolicyModule
-from lightning_alphagrad.rl.offpolicy_networks import DeterministicActor, EnsembleCritic, QNetwork
-from lightning_alphagrad.rl.ppo import PPO, ppo_mlp
+from lightning_alphagrad.rl.ppo import PPO
 from lightning_alphagrad.rl.replay import ReplayBatch, ReplayBuffer
 from lightning_alphagrad.rl.td3 import TD3
 
@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_policy",
     "final_observations",
     "make_vector_env",
+    "mlp",
     "ppo_mlp",
     "probe_spaces",
     "step_index_loader",

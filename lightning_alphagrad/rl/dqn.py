@@ -14,8 +14,8 @@ from torch.optim import Optimizer
 
 from lightning_alphagrad.rl.divergence import stop_on_divergence
 from lightning_alphagrad.rl.envs import check_spaces, probe_spaces
+from lightning_alphagrad.rl.networks import QNetwork
 from lightning_alphagrad.rl.offpolicy import OffPolicyModule, check_arg
-from lightning_alphagrad.rl.offpolicy_networks import QNetwork
 from lightning_alphagrad.rl.optimizer_choice import OptimizerName, check_optimizer_name, make_optimizer
 from lightning_alphagrad.rl.replay import ReplayBatch
 

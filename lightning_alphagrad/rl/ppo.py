@@ -28,37 +28,13 @@ from lightning_alphagrad.rl.data import step_index_loader
 from lightning_alphagrad.rl.envs import Vectorization, check_spaces, final_observations, make_vector_env, probe_spaces
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
 from lightning_alphagrad.rl.module import RLModule
+from lightning_alphagrad.rl.networks import ppo_mlp
 from lightning_alphagrad.rl.normalization import RewardScaler, RunningMeanStd
 from lightning_alphagrad.rl.optimizer_choice import check_optimizer_name, make_optimizer
 
-__all__ = ["PPO", "ppo_mlp"]
+__all__ = ["PPO"]
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def ppo_mlp(
-    in_features: int,
-    out_features: int,
-    hidden_sizes: Sequence[int] = (64, 64),
-    out_gain: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> nn.Sequential:
-    """CleanRL's PPO network: tanh MLP, orthogonal weights (gain sqrt(2), output layer ``out_gain``), zero biases.
-
-    Maps ``(batch, in_features)`` to ``(batch, out_features)``. CleanRL uses ``out_gain=0.01`` for the actor and
-    ``1.0`` for the critic.
-    """
-    sizes = [in_features, *hidden_sizes, out_features]
-    layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        linear = nn.Linear(fan_in, fan_out)
-        is_output = index == len(sizes) - 2
-        nn.init.orthogonal_(linear.weight, gain=out_gain if is_output else math.sqrt(2.0), generator=generator)
-        nn.init.zeros_(linear.bias)
-        layers.append(linear)
-        if not is_output:
-            layers.append(nn.Tanh())
-    return nn.Sequential(*layers)
 
 
 class PPO(RLModule):

@@ -1,7 +1,8 @@
-"""Default networks of the off-policy modules: DQN's Q-network, TD3's actor and its twin critics in one ensemble."""
+"""The default networks of the RL modules: PPO's actor and critic, DQN's Q-network, TD3's actor and twin critics."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,7 +10,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DeterministicActor", "EnsembleCritic", "QNetwork"]
+__all__ = ["DeterministicActor", "EnsembleCritic", "QNetwork", "mlp", "ppo_mlp"]
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
+    """``Linear`` layers between consecutive ``sizes`` with ``activation`` between them (none after the last):
+    ``(batch, sizes[0]) -> (batch, sizes[-1])``, PyTorch's default initialization."""
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1], strict=True):
+        layers += [nn.Linear(fan_in, fan_out), activation()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
+
+def ppo_mlp(
+    in_features: int,
+    out_features: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    out_gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
+    """CleanRL's PPO network: tanh MLP, orthogonal weights (gain sqrt(2), output layer ``out_gain``), zero biases.
+
+    Maps ``(batch, in_features)`` to ``(batch, out_features)``. CleanRL uses ``out_gain=0.01`` for the actor and
+    ``1.0`` for the critic.
+    """
+    net = mlp([in_features, *hidden_sizes, out_features], nn.Tanh)
+    linears = [layer for layer in net if isinstance(layer, nn.Linear)]
+    for linear in linears:
+        gain = out_gain if linear is linears[-1] else math.sqrt(2.0)
+        nn.init.orthogonal_(linear.weight, gain=gain, generator=generator)
+        nn.init.zeros_(linear.bias)
+    return net
 
 
 class QNetwork(nn.Module):
@@ -23,11 +54,7 @@ class QNetwork(nn.Module):
 
     def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int] = (120, 84)) -> None:
         super().__init__()
-        sizes = [obs_dim, *hidden_sizes]
-        layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], num_actions))
+        self.net = mlp([obs_dim, *hidden_sizes, num_actions], nn.ReLU)
         self._linears = tuple(layer for layer in self.net if isinstance(layer, nn.Linear))
         # For greedy_actions: the storage of (weight, bias, weight, ...) its numpy views were made for.
         self._numpy_storage: tuple[int, ...] = ()
@@ -79,11 +106,7 @@ class DeterministicActor(nn.Module):
     ) -> None:
         super().__init__()
         act_dim = action_low.numel()
-        sizes = [obs_dim, *hidden_sizes]
-        layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], act_dim), nn.Tanh())
+        self.net = nn.Sequential(*mlp([obs_dim, *hidden_sizes, act_dim], nn.ReLU), nn.Tanh())
         self.register_buffer("action_scale", ((action_high - action_low) / 2).float().reshape(act_dim))
         self.register_buffer("action_bias", ((action_high + action_low) / 2).float().reshape(act_dim))
 
@@ -106,13 +129,8 @@ class EnsembleCritic(nn.Module):
         self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (256, 256), num_critics: int = 2
     ) -> None:
         super().__init__()
-        sizes = [obs_dim + act_dim, *hidden_sizes]
-        self.members = nn.ModuleList()
-        for _ in range(num_critics):
-            layers: list[nn.Module] = []
-            for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-                layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-            self.members.append(nn.Sequential(*layers, nn.Linear(sizes[-1], 1)))
+        sizes = [obs_dim + act_dim, *hidden_sizes, 1]
+        self.members = nn.ModuleList(mlp(sizes, nn.ReLU) for _ in range(num_critics))
 
     def forward(self, obs: Tensor, action: Tensor, num_members: int | None = None) -> Tensor:
         """Q-values of the first ``num_members`` members (all by default): ``(E', B)``."""
