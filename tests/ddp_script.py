@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from offpolicy_helpers import params_of  # a sibling module
+from helpers import params_of  # a sibling module
 
 from lightning_alphagrad.rl import DQN, PPO, TD3, RLModule
 

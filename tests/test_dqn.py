@@ -10,9 +10,9 @@ import lightning as L
 import pytest
 import torch
 from ddp_script import assert_ranks_agree, run_on_two_ranks
+from helpers import params_of, quiet_trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger
-from offpolicy_helpers import make_trainer, params_of
 
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.callbacks import StopAtEnvSteps
@@ -96,7 +96,7 @@ def test_target_network_copies_every_frequency_after_learning_starts(tmp_path: o
         def on_train_start(self, trainer: L.Trainer, module: DQN) -> None:
             self.last = params_of(module.target_network)
 
-    make_trainer(tmp_path, callbacks=[Watch()]).fit(model)
+    quiet_trainer(tmp_path, max_epochs=-1, callbacks=[Watch()]).fit(model)
     for env_steps, same_as_online, unchanged in seen:
         copied = env_steps > 200 and env_steps % 100 == 0
         assert same_as_online == (copied or env_steps <= 200), env_steps  # before learning both stay the initial net
@@ -109,7 +109,7 @@ def test_updates_per_training_step_leaves_the_run_unchanged(tmp_path: object) ->
     runs = {}
     for updates in (1, 3):
         model = DQN(**{**SMALL, "total_timesteps": 610, "updates_per_training_step": updates})
-        trainer = make_trainer(tmp_path)
+        trainer = quiet_trainer(tmp_path, max_epochs=-1)
         trainer.fit(model)
         runs[updates] = (model, trainer)
     (one, one_trainer), (three, three_trainer) = runs[1], runs[3]
@@ -143,7 +143,7 @@ def test_bad_input_names_the_argument(kwargs: dict, name: str) -> None:
 
 def test_gradient_accumulation_is_refused(tmp_path: object) -> None:
     with pytest.raises(ValueError, match="accumulate_grad_batches"):
-        make_trainer(tmp_path, accumulate_grad_batches=2).fit(DQN(**SMALL))
+        quiet_trainer(tmp_path, max_epochs=-1, accumulate_grad_batches=2).fit(DQN(**SMALL))
 
 
 def test_optimizer_by_name_and_from_the_cli() -> None:
@@ -173,7 +173,7 @@ def test_learns_cartpole_quickly(tmp_path: object) -> None:
             if "charts/episodic_return" in metrics:
                 returns.append(metrics["charts/episodic_return"])
 
-    make_trainer(tmp_path, logger=Record()).fit(model)
+    quiet_trainer(tmp_path, max_epochs=-1, logger=Record()).fit(model)
     assert len(returns) >= 10
     assert sum(returns[-3:]) / 3 >= 150.0  # a random policy averages ~22 on CartPole
 
@@ -195,7 +195,7 @@ class Inspect(L.Callback):
 
 def test_resume_continues_schedule_networks_and_optimizer(tmp_path: object) -> None:
     model = DQN(**SMALL, save_replay_buffer=True)
-    trainer = make_trainer(tmp_path, callbacks=[StopAtEnvSteps(400)])
+    trainer = quiet_trainer(tmp_path, max_epochs=-1, callbacks=[StopAtEnvSteps(400)])
     trainer.fit(model)
     path = os.path.join(str(tmp_path), "mid.ckpt")
     trainer.save_checkpoint(path)
@@ -206,7 +206,7 @@ def test_resume_continues_schedule_networks_and_optimizer(tmp_path: object) -> N
     for _ in range(2):
         resumed = DQN(**SMALL, save_replay_buffer=True)
         inspect = Inspect()
-        make_trainer(tmp_path, callbacks=[inspect]).fit(resumed, ckpt_path=path)
+        quiet_trainer(tmp_path, max_epochs=-1, callbacks=[inspect]).fit(resumed, ckpt_path=path)
         restored = inspect.restored
         assert torch.equal(restored["nets"][0], saved[0]) and torch.equal(restored["nets"][1], saved[1])
         assert restored["nets"][2] == saved[2] < 1.0  # the exploration schedule goes on where it stopped
@@ -234,7 +234,7 @@ def test_counters_are_in_the_state_dict_and_checkpoints_need_the_clock() -> None
 def test_diverged_q_network_stops_with_a_last_good_checkpoint(tmp_path: object) -> None:
     model = DQN(**SMALL, max_abs_q=1e-4)
     with pytest.raises(DivergenceError, match="Q-network diverged") as error:
-        make_trainer(tmp_path).fit(model)
+        quiet_trainer(tmp_path, max_epochs=-1).fit(model)
     assert model.env_steps == 210  # the first update (after 21 chunks of 10 steps) is refused
     checkpoint = torch.load(error.value.checkpoint_path, weights_only=False)
     restored = DQN(**SMALL)
@@ -248,7 +248,7 @@ def test_non_finite_gradient_stops_before_the_optimizer_step(tmp_path: object, b
     initial = params_of(model.q_network)
     model.q_network.net[2].bias.register_hook(lambda grad: grad * bad)  # finite loss, one non-finite gradient
     with pytest.raises(DivergenceError, match="gradient of the TD loss is not finite"):
-        make_trainer(tmp_path).fit(model)
+        quiet_trainer(tmp_path, max_epochs=-1).fit(model)
     assert model.env_steps == 210 and torch.equal(params_of(model.q_network), initial)
 
 
@@ -263,7 +263,7 @@ def test_ddp_keeps_ranks_identical(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- StopAtEnvSteps
 def test_stop_at_env_steps_ends_the_run_early_on_the_full_schedule(tmp_path: object) -> None:
     model = DQN(**SMALL)
-    make_trainer(tmp_path, callbacks=[StopAtEnvSteps(250)]).fit(model)
+    quiet_trainer(tmp_path, max_epochs=-1, callbacks=[StopAtEnvSteps(250)]).fit(model)
     per_batch = model.vector_steps_per_training_step * model.env_steps_per_vector_step
     assert 250 <= model.env_steps < 250 + per_batch < SMALL["total_timesteps"]
     # the exploration schedule still runs over total_timesteps (600): epsilon is where the full run has it
@@ -282,4 +282,4 @@ def test_stop_at_env_steps_refuses_a_module_without_env_steps(tmp_path: object) 
     from lightning.pytorch.demos.boring_classes import BoringModel
 
     with pytest.raises(ValueError, match="needs a module that counts env_steps"):
-        make_trainer(tmp_path, max_epochs=1, callbacks=[StopAtEnvSteps(10)]).fit(BoringModel())
+        quiet_trainer(tmp_path, max_epochs=1, callbacks=[StopAtEnvSteps(10)]).fit(BoringModel())

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from offpolicy_helpers import make_trainer, params_of
+from helpers import params_of, quiet_trainer
 
 from lightning_alphagrad.callbacks import EnvStepCheckpoint
 from lightning_alphagrad.rl import DQN
@@ -42,7 +42,7 @@ class Restored(L.Callback):
 def test_killed_run_resumes_from_the_last_checkpoint_and_finishes(tmp_path: Path) -> None:
     saver = EnvStepCheckpoint(tmp_path / "ckpt", every_n_env_steps=200)
     with pytest.raises(RuntimeError, match="killed"):  # dies at 450 env steps, after the checkpoint at 400
-        make_trainer(tmp_path, callbacks=[saver, Crash(450)]).fit(DQN(**SMALL))
+        quiet_trainer(tmp_path, max_epochs=-1, callbacks=[saver, Crash(450)]).fit(DQN(**SMALL))
     path = tmp_path / "ckpt" / "last.ckpt"
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no partial file left
     promised = torch.load(path, weights_only=False)
@@ -50,7 +50,8 @@ def test_killed_run_resumes_from_the_last_checkpoint_and_finishes(tmp_path: Path
 
     restored = Restored()
     resumed = DQN(**SMALL)
-    make_trainer(tmp_path, callbacks=[EnvStepCheckpoint(tmp_path / "ckpt", 200), restored]).fit(resumed, ckpt_path=path)
+    callbacks = [EnvStepCheckpoint(tmp_path / "ckpt", 200), restored]
+    quiet_trainer(tmp_path, max_epochs=-1, callbacks=callbacks).fit(resumed, ckpt_path=path)
     assert restored.env_steps == 400
     reference = DQN(**SMALL)
     reference.env_steps = 400
@@ -73,7 +74,7 @@ def test_checkpoint_times_follow_the_env_steps(tmp_path: Path) -> None:
             saved.append(trainer.lightning_module.env_steps)
 
     model = DQN(**SMALL)
-    make_trainer(tmp_path, callbacks=[Record(tmp_path, 250)]).fit(model)
+    quiet_trainer(tmp_path, max_epochs=-1, callbacks=[Record(tmp_path, 250)]).fit(model)
     chunk = model.vector_steps_per_training_step * model.env_steps_per_vector_step  # env steps per batch
     assert chunk > 1 and saved == [-(-250 // chunk) * chunk, -(-500 // chunk) * chunk]  # first batch ends past them
 
@@ -102,4 +103,4 @@ def test_module_without_env_steps_is_refused(tmp_path: Path) -> None:
 
     loader = torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=2)
     with pytest.raises(ValueError, match="needs a module that counts env_steps"):
-        make_trainer(tmp_path, max_epochs=1, callbacks=[EnvStepCheckpoint(tmp_path, 10)]).fit(Plain(), loader)
+        quiet_trainer(tmp_path, max_epochs=1, callbacks=[EnvStepCheckpoint(tmp_path, 10)]).fit(Plain(), loader)

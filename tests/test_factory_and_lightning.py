@@ -7,6 +7,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, TensorDataset
@@ -48,10 +49,7 @@ def full_loss(model: Regressor, data: TensorDataset) -> float:
 
 
 def fit(model: Regressor, precision: str = "32-true", max_epochs: int = 8, **trainer_kwargs) -> L.Trainer:
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=max_epochs, precision=precision, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs,
-    )
+    trainer = quiet_trainer(max_epochs=max_epochs, precision=precision, **trainer_kwargs)
     trainer.fit(model, DataLoader(regression_data(), batch_size=32, shuffle=False))
     return trainer
 

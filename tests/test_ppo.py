@@ -13,6 +13,7 @@ import pytest
 import torch
 from ddp_script import assert_ranks_agree, run_on_two_ranks
 from gymnasium import spaces
+from helpers import params_of, quiet_trainer
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_alphagrad import AlphaGrad
@@ -51,23 +52,6 @@ gym.register("TestChainTerminated-v0", entry_point=ChainEnv, kwargs={"terminate_
 gym.register("TestMultiDiscrete-v0", entry_point=MultiDiscreteEnv)
 
 TINY = dict(env_id="CartPole-v1", num_envs=2, num_steps=16, num_minibatches=4, update_epochs=2, num_eval_episodes=0)
-
-
-def trainer(**kwargs: Any) -> L.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return L.Trainer(**{**options, **kwargs})
-
-
-def flat_params(module: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
 @pytest.mark.parametrize(
@@ -115,7 +99,7 @@ def test_defaults_follow_cleanrl_and_the_paper() -> None:
     assert torch.allclose(torch.linalg.svdvals(adam.actor[4].weight), torch.full((6,), 0.01), atol=1e-6)
     assert torch.allclose(torch.linalg.svdvals(adam.critic[4].weight), torch.ones(1), atol=1e-6)
     assert torch.equal(adam.actor_logstd, torch.zeros(6))
-    assert torch.equal(flat_params(adam), flat_params(PPO(env_id="HalfCheetah-v5")))  # seeded init
+    assert torch.equal(params_of(adam), params_of(PPO(env_id="HalfCheetah-v5")))  # seeded init
 
 
 def test_log_prob_and_entropy_match_torch_distributions() -> None:
@@ -196,7 +180,7 @@ def test_truncation_bootstraps_from_final_observation_termination_does_not(env_i
     )
     probe = RolloutProbe()
     critic_before = [p.detach().clone() for p in model.critic.parameters()]
-    trainer(callbacks=[probe]).fit(model)
+    quiet_trainer(max_epochs=1, callbacks=[probe]).fit(model)
     rollout = probe.rollout
     # Episodes of 3 steps: observations [0,1], [1,1], [2,1], then the reset observation [0,1] again.
     torch.testing.assert_close(rollout["obs"][:, 0, 0], torch.tensor([0.0, 1, 2, 0, 1, 2, 0, 1]))
@@ -224,14 +208,14 @@ class NaNGradient(L.Callback):
 @pytest.mark.parametrize("optimizer", ["adam", "alphagrad"])
 def test_non_finite_gradients_never_reach_the_weights(optimizer: str) -> None:
     model = PPO(**{**TINY, "total_timesteps": 64}, optimizer=optimizer)
-    before = flat_params(model).clone()
+    before = params_of(model).clone()
     if optimizer == "alphagrad":  # AlphaGrad warns at every step it skips
         with pytest.warns(RuntimeWarning, match="the step was skipped") as caught:
-            trainer(callbacks=[NaNGradient()]).fit(model)
+            quiet_trainer(max_epochs=1, callbacks=[NaNGradient()]).fit(model)
         assert sum("the step was skipped" in str(w.message) for w in caught) == model.skipped_updates
     else:
-        trainer(callbacks=[NaNGradient()]).fit(model)
-    torch.testing.assert_close(flat_params(model), before, rtol=0, atol=0)
+        quiet_trainer(max_epochs=1, callbacks=[NaNGradient()]).fit(model)
+    torch.testing.assert_close(params_of(model), before, rtol=0, atol=0)
     assert model.skipped_updates == 2 * model.update_epochs * model.num_minibatches  # 2 iterations of 32 steps
 
 
@@ -260,7 +244,7 @@ class ResumeProbe(L.Callback):
 def snapshot(model: PPO, trainer: L.Trainer) -> dict[str, Any]:
     optimizer = trainer.optimizers[0]
     return {
-        "params": flat_params(model).clone(),
+        "params": params_of(model).clone(),
         "buffers": torch.cat([optimizer.state[p]["momentum_buffer"].reshape(-1) for p in model.parameters()]),
         "lr": optimizer.param_groups[0]["initial_lr"],
         "obs_mean": model.obs_rms.mean.copy(),
@@ -275,17 +259,17 @@ def test_resume_restores_networks_optimizer_normalizers_and_env_steps(tmp_path: 
     path = tmp_path / "mid.ckpt"
     first = PPO(**kwargs)
     stopper = StopAndSave(path, stop_after=2)
-    trainer(callbacks=[stopper]).fit(first)
+    quiet_trainer(max_epochs=1, callbacks=[stopper]).fit(first)
     assert first.env_steps == 64
 
     resumed, probe = PPO(**kwargs), ResumeProbe()
-    resumed_trainer = trainer(callbacks=[probe])
+    resumed_trainer = quiet_trainer(max_epochs=1, callbacks=[probe])
     resumed_trainer.fit(resumed, ckpt_path=path)
     for key, saved in stopper.state.items():
         restored = probe.state[key]
         assert np.array_equal(np.asarray(restored), np.asarray(saved)), key
     assert probe.iterations >= 3 and resumed.env_steps == 5 * 32  # the remaining 3 iterations, then stop
-    assert not torch.equal(flat_params(resumed), stopper.state["params"])
+    assert not torch.equal(params_of(resumed), stopper.state["params"])
     # The lr keeps annealing from where it stopped: after iteration 5 of 5, lr = (1 - 4/5) * lr0.
     assert resumed_trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.2 * 3e-4)
 
@@ -294,8 +278,8 @@ def test_same_seed_same_result_different_seed_different_result() -> None:
     runs = []
     for seed in (3, 3, 4):
         model = PPO(**{**TINY, "total_timesteps": 64, "seed": seed})
-        trainer().fit(model)
-        runs.append(flat_params(model))
+        quiet_trainer(max_epochs=1).fit(model)
+        runs.append(params_of(model))
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
 
@@ -318,7 +302,7 @@ class RankReport(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: PPO) -> None:
         report = {
-            "params": flat_params(pl_module),
+            "params": params_of(pl_module),
             "first_obs": self.first_obs,
             "obs_mean": pl_module.obs_rms.mean,
             "return_var": pl_module.reward_scaler.return_rms.var,
@@ -330,8 +314,8 @@ class RankReport(L.Callback):
 
 def test_ddp_spawn_two_ranks_identical_params_distinct_envs(tmp_path: Path) -> None:
     model = PPO(**{**TINY, "total_timesteps": 4 * 32 * 2}, seed=5)
-    before = flat_params(model).clone()
-    trainer(devices=2, strategy="ddp_spawn", callbacks=[RankReport(str(tmp_path))]).fit(model)
+    before = params_of(model).clone()
+    quiet_trainer(max_epochs=1, devices=2, strategy="ddp_spawn", callbacks=[RankReport(str(tmp_path))]).fit(model)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert ranks[0]["world_size"] == 2
     assert torch.equal(ranks[0]["params"], ranks[1]["params"])
@@ -377,7 +361,7 @@ def test_cartpole_learns_within_30k_steps() -> None:
         num_eval_episodes=5,
         seed=0,
     )
-    fit_trainer = trainer()
+    fit_trainer = quiet_trainer(max_epochs=1)
     fit_trainer.fit(model)
     assert model.env_steps == 117 * 256
     assert fit_trainer.callback_metrics["eval/return_mean"].item() >= 150.0
@@ -401,11 +385,11 @@ class PPOWithCountingScheduler(PPO):
 
 def test_schedulers_step_once_per_update_and_target_kl_stops_epochs_early() -> None:
     model = PPOWithCountingScheduler(**{**TINY, "total_timesteps": 64, "update_epochs": 3, "anneal_lr": False})
-    fit_trainer = trainer()
+    fit_trainer = quiet_trainer(max_epochs=1)
     fit_trainer.fit(model)
     assert fit_trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2 * 3 * 4  # iterations x epochs x minibatches
     early = PPO(**{**TINY, "total_timesteps": 64, "update_epochs": 3, "target_kl": 1e-12})
-    early_trainer = trainer()
+    early_trainer = quiet_trainer(max_epochs=1)
     early_trainer.fit(early)
     assert early_trainer.global_step == 2 * 1 * 4  # the KL exceeds the target after the first epoch of each iteration
 
@@ -422,7 +406,7 @@ def test_own_networks_and_logged_panels() -> None:
         num_eval_episodes=1,
     )
     assert sum(p.numel() for p in model.parameters()) == 4 + 41 + 1  # actor, critic, log-std
-    fit_trainer = trainer()
+    fit_trainer = quiet_trainer(max_epochs=1)
     fit_trainer.fit(model)
     expected = {
         "env_steps",

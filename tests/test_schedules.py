@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers import quiet_trainer
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, TensorDataset
@@ -250,15 +251,7 @@ class Regression(pl.LightningModule):
 def fit(module: Regression, root: Path, epochs: int, ckpt_path: str | None = None) -> pl.Trainer:
     generator = torch.Generator().manual_seed(1)
     data = TensorDataset(torch.randn(64, 5, generator=generator), torch.randn(64, 3, generator=generator))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        default_root_dir=root,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(root, max_epochs=epochs, enable_checkpointing=True)
     trainer.fit(module, DataLoader(data, batch_size=8), ckpt_path=ckpt_path)
     return trainer
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ddp_script import assert_ranks_agree, run_on_two_ranks
-from offpolicy_helpers import make_trainer, params_of
+from helpers import params_of, quiet_trainer
 from torch import Tensor, nn
 
 from lightning_alphagrad import AlphaGrad
@@ -91,7 +91,7 @@ def test_delayed_actor_and_polyak_targets(tmp_path: object) -> None:
         def on_train_batch_end(self, trainer: L.Trainer, module: TD3, *args: object) -> None:
             snapshots.append((params_of(module.actor), params_of(module.target_actor), params_of(module.critic)))
 
-    make_trainer(tmp_path, callbacks=[Snapshot()]).fit(model)
+    quiet_trainer(tmp_path, max_epochs=-1, callbacks=[Snapshot()]).fit(model)
     # CleanRL: global_step g = 0, 1, ... updates after its env step when g > learning_starts: g = 101..119.
     assert model.env_steps == 120 and model.critic_updates == 19
     # Update u (1..19) follows env step 101 + u, so snapshots[100 + u] is the state right after it.
@@ -124,7 +124,7 @@ def test_an_actor_saturated_everywhere_is_reported_as_frozen(tmp_path: object) -
     model = small_td3(actor=actor, total_timesteps=300, optimizer="alphagrad", alpha=100.0)
     before = params_of(model.actor)
     with pytest.warns(UserWarning, match="exactly zero for 100 consecutive actor updates"):
-        make_trainer(tmp_path).fit(model)
+        quiet_trainer(tmp_path, max_epochs=-1).fit(model)
     assert model.critic_updates == 219 and model.frozen_actor_updates == 219 // 2  # every actor update
     assert torch.equal(params_of(model.actor), before)
 
@@ -167,7 +167,7 @@ def test_same_seed_same_run(tmp_path: object) -> None:
     for _ in range(2):
         torch.manual_seed(0)
         model = small_td3(seed=3, optimizer="alphagrad")
-        make_trainer(tmp_path).fit(model)
+        quiet_trainer(tmp_path, max_epochs=-1).fit(model)
         runs.append((params_of(model), model.critic_updates, model.env_steps))
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1:] == runs[1][1:] == (159, 240)
 
@@ -194,7 +194,7 @@ class Inspect(L.Callback):
 def test_resume_continues_the_run(tmp_path: object, save_replay_buffer: bool) -> None:
     torch.manual_seed(0)
     model = small_td3(save_replay_buffer=save_replay_buffer)
-    trainer = make_trainer(tmp_path, callbacks=[StopAtEnvSteps(160)])
+    trainer = quiet_trainer(tmp_path, max_epochs=-1, callbacks=[StopAtEnvSteps(160)])
     trainer.fit(model)
     path = os.path.join(str(tmp_path), "mid.ckpt")
     trainer.save_checkpoint(path)
@@ -206,7 +206,7 @@ def test_resume_continues_the_run(tmp_path: object, save_replay_buffer: bool) ->
     for _ in range(2):
         resumed = small_td3(save_replay_buffer=save_replay_buffer)
         inspect = Inspect(saved_params, saved_targets, saved_moments)
-        make_trainer(tmp_path, callbacks=[inspect]).fit(resumed, ckpt_path=path)
+        quiet_trainer(tmp_path, max_epochs=-1, callbacks=[inspect]).fit(resumed, ckpt_path=path)
         checks = inspect.checks
         assert checks["params"] and checks["targets"] and checks["moments"]
         assert checks["buffer"] == (160 if save_replay_buffer else 0)
@@ -236,7 +236,7 @@ class NaNActor(SmallActor):
 def test_nan_action_stops_with_a_last_good_checkpoint(tmp_path: object) -> None:
     model = small_td3(actor=NaNActor())
     with pytest.raises(DivergenceError, match="non-finite action") as error:
-        make_trainer(tmp_path).fit(model)
+        quiet_trainer(tmp_path, max_epochs=-1).fit(model)
     checkpoint = torch.load(error.value.checkpoint_path, weights_only=False)
     tensors = [v for v in checkpoint["state_dict"].values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
     assert all(torch.isfinite(v).all() for v in tensors)
@@ -246,7 +246,7 @@ def test_nan_action_stops_with_a_last_good_checkpoint(tmp_path: object) -> None:
 def test_diverged_critic_stops_before_the_bad_update(tmp_path: object) -> None:
     model = small_td3(max_abs_q=1e-3)
     with pytest.raises(DivergenceError, match="critic diverged") as error:
-        make_trainer(tmp_path).fit(model)
+        quiet_trainer(tmp_path, max_epochs=-1).fit(model)
     assert model.critic_updates == 0 and model.env_steps == 82  # stopped at the first update, which was skipped
     checkpoint = torch.load(error.value.checkpoint_path, weights_only=False)
     restored = small_td3()
