@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
@@ -13,10 +12,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_alphagrad.rl.divergence import stop_on_divergence
-from lightning_alphagrad.rl.envs import check_spaces, probe_spaces
 from lightning_alphagrad.rl.networks import QNetwork
 from lightning_alphagrad.rl.offpolicy import OffPolicyModule, check_arg
-from lightning_alphagrad.rl.optimizer_choice import OptimizerName, check_optimizer_name, make_optimizer
+from lightning_alphagrad.rl.optimizer_choice import OptimizerName, make_optimizer
 from lightning_alphagrad.rl.replay import ReplayBatch
 
 __all__ = ["DQN"]
@@ -110,32 +108,22 @@ class DQN(OffPolicyModule):
         seed: int = 1,
     ) -> None:
         super().__init__(
-            env_id, total_timesteps, buffer_size, batch_size, learning_starts, num_envs, save_replay_buffer,
-            eval_interval, num_eval_episodes, log_interval, env_kwargs, seed,
+            env_id=env_id, action_space_type=spaces.Discrete, total_timesteps=total_timesteps, buffer_size=buffer_size,
+            batch_size=batch_size, learning_starts=learning_starts, num_envs=num_envs, gamma=gamma, tau=tau,
+            learning_rate=learning_rate, optimizer=optimizer, max_abs_q=max_abs_q,
+            save_replay_buffer=save_replay_buffer, eval_interval=eval_interval, num_eval_episodes=num_eval_episodes,
+            log_interval=log_interval, env_kwargs=env_kwargs, seed=seed,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["q_network"])
         for name, value in (("target_network_frequency", target_network_frequency),
                             ("train_frequency", train_frequency),
                             ("updates_per_training_step", updates_per_training_step)):  # fmt: skip
             check_arg(name, value, isinstance(value, int) and value > 0, "a positive int")
-        check_arg("gamma", gamma, 0.0 <= gamma <= 1.0, "in [0, 1]")
-        check_arg("tau", tau, 0.0 < tau <= 1.0, "in (0, 1]")
         check_arg("start_e", start_e, 0.0 <= start_e <= 1.0, "in [0, 1]")
         check_arg("end_e", end_e, 0.0 <= end_e <= 1.0, "in [0, 1]")
         check_arg("exploration_fraction", exploration_fraction, 0.0 < exploration_fraction <= 1.0, "in (0, 1]")
-        check_arg("learning_rate", learning_rate, learning_rate > 0.0, "> 0")
         check_arg("loss", loss, loss in ("mse", "huber"), "'mse' or 'huber'")
-        check_arg("max_abs_q", max_abs_q, max_abs_q > 0.0, "> 0")
-        check_optimizer_name(optimizer)
-
-        observation_space, action_space = probe_spaces(env_id, env_kwargs)
-        try:
-            check_spaces(observation_space, action_space, action_spaces=(spaces.Discrete,))
-        except ValueError as error:
-            raise ValueError(f"Invalid env_id {env_id!r} for DQN, which needs discrete actions: {error}") from error
-        self.action_space = action_space
-        self.obs_dim = int(np.prod(observation_space.shape))
-        self.num_actions = int(action_space.n)
+        self.num_actions = int(self.action_space.n)
         with torch.random.fork_rng(devices=[]):  # the default network is initialized from ``seed``
             torch.manual_seed(seed)
             self.q_network = q_network or QNetwork(self.obs_dim, self.num_actions)

@@ -12,9 +12,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_alphagrad.rl.data import step_index_loader
-from lightning_alphagrad.rl.envs import final_observations, make_vector_env
+from lightning_alphagrad.rl.envs import check_spaces, final_observations, make_vector_env, probe_spaces
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
 from lightning_alphagrad.rl.module import RLModule
+from lightning_alphagrad.rl.optimizer_choice import check_optimizer_name
 from lightning_alphagrad.rl.replay import ReplayBuffer
 
 __all__ = ["OffPolicyModule", "check_arg"]
@@ -29,7 +30,7 @@ def check_arg(name: str, value: Any, ok: bool, allowed: str) -> None:
 class OffPolicyModule(RLModule):
     """Base of the off-policy modules: each ``training_step`` covers ``vector_steps_per_training_step`` env steps.
 
-    Subclasses set ``self.action_space`` and ``self.obs_dim`` in ``__init__`` and implement :meth:`explore` (actions
+    Subclasses name the action space they need (``action_space_type``) and implement :meth:`explore` (actions
     of one vector step) and :meth:`act` (deterministic actions for evaluation). This base creates each rank's envs
     and replay buffer in ``setup``, feeds the Trainer a fixed number of chunk indices (identical on all ranks), stores
     every vector step with :meth:`env_step`, logs every ``log_interval`` env steps, evaluates every
@@ -42,12 +43,19 @@ class OffPolicyModule(RLModule):
 
     def __init__(
         self,
+        *,
         env_id: str,
+        action_space_type: type[spaces.Space],
         total_timesteps: int,
         buffer_size: int,
         batch_size: int,
         learning_starts: int,
         num_envs: int,
+        gamma: float,
+        tau: float,
+        learning_rate: float,
+        optimizer: str,
+        max_abs_q: float,
         save_replay_buffer: bool,
         eval_interval: int,
         num_eval_episodes: int,
@@ -64,6 +72,19 @@ class OffPolicyModule(RLModule):
                   f"in [0, total_timesteps={total_timesteps}]")  # fmt: skip
         check_arg("batch_size", batch_size, batch_size <= buffer_size, f"<= buffer_size={buffer_size}")
         check_arg("eval_interval", eval_interval, eval_interval >= 0, ">= 0 (0 disables evaluation)")
+        check_arg("gamma", gamma, 0.0 <= gamma <= 1.0, "in [0, 1]")
+        check_arg("tau", tau, 0.0 < tau <= 1.0, "in (0, 1]")
+        check_arg("learning_rate", learning_rate, learning_rate > 0.0, "> 0")
+        check_arg("max_abs_q", max_abs_q, max_abs_q > 0.0, "> 0")
+        check_optimizer_name(optimizer)
+        observation_space, action_space = probe_spaces(env_id, env_kwargs)
+        try:
+            check_spaces(observation_space, action_space, action_spaces=(action_space_type,))
+        except ValueError as error:
+            needs = "discrete" if action_space_type is spaces.Discrete else "continuous"
+            raise ValueError(
+                f"Invalid env_id {env_id!r} for {type(self).__name__}, which needs {needs} actions: {error}"
+            ) from error
         self.env_id = env_id
         self.total_timesteps = total_timesteps
         self.buffer_size = buffer_size
@@ -81,8 +102,8 @@ class OffPolicyModule(RLModule):
         self.eval_envs = None
         self.replay_buffer: ReplayBuffer | None = None
         self.obs: Tensor | None = None
-        self.action_space: spaces.Space | None = None
-        self.obs_dim = 0
+        self.action_space = action_space
+        self.obs_dim = int(np.prod(observation_space.shape))
         self.vector_steps_per_training_step = 1
         self.rng = np.random.default_rng(seed)
         self._buffer_state: dict[str, Any] | None = None

@@ -15,10 +15,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_alphagrad.rl.divergence import stop_on_divergence
-from lightning_alphagrad.rl.envs import check_spaces, probe_spaces
 from lightning_alphagrad.rl.networks import DeterministicActor, EnsembleCritic
 from lightning_alphagrad.rl.offpolicy import OffPolicyModule, check_arg
-from lightning_alphagrad.rl.optimizer_choice import OptimizerName, check_optimizer_name, make_optimizer
+from lightning_alphagrad.rl.optimizer_choice import OptimizerName, make_optimizer
 from lightning_alphagrad.rl.replay import ReplayBatch
 
 __all__ = ["TD3"]
@@ -142,8 +141,11 @@ class TD3(OffPolicyModule):
         seed: int = 1,
     ) -> None:
         super().__init__(
-            env_id, total_timesteps, buffer_size, batch_size, learning_starts, num_envs, save_replay_buffer,
-            eval_interval, num_eval_episodes, log_interval, env_kwargs, seed,
+            env_id=env_id, action_space_type=spaces.Box, total_timesteps=total_timesteps, buffer_size=buffer_size,
+            batch_size=batch_size, learning_starts=learning_starts, num_envs=num_envs, gamma=gamma, tau=tau,
+            learning_rate=learning_rate, optimizer=optimizer, max_abs_q=max_abs_q,
+            save_replay_buffer=save_replay_buffer, eval_interval=eval_interval, num_eval_episodes=num_eval_episodes,
+            log_interval=log_interval, env_kwargs=env_kwargs, seed=seed,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["actor", "critic", "actor_optimizer", "critic_optimizer"])
         for name, value in (
@@ -151,22 +153,10 @@ class TD3(OffPolicyModule):
             ("steps_per_training_step", steps_per_training_step),
         ):
             check_arg(name, value, isinstance(value, int) and value > 0, "a positive int")
-        check_arg("gamma", gamma, 0.0 <= gamma <= 1.0, "in [0, 1]")
-        check_arg("tau", tau, 0.0 < tau <= 1.0, "in (0, 1]")
         for name, value in (("policy_noise", policy_noise), ("exploration_noise", exploration_noise),
                             ("noise_clip", noise_clip)):  # fmt: skip
             check_arg(name, value, value >= 0.0, ">= 0")
-        check_arg("learning_rate", learning_rate, learning_rate > 0.0, "> 0")
-        check_arg("max_abs_q", max_abs_q, max_abs_q > 0.0, "> 0")
-        check_optimizer_name(optimizer)
-
-        observation_space, action_space = probe_spaces(env_id, env_kwargs)
-        try:
-            check_spaces(observation_space, action_space, action_spaces=(spaces.Box,))
-        except ValueError as error:
-            raise ValueError(f"Invalid env_id {env_id!r} for TD3, which needs continuous actions: {error}") from error
-        self.action_space = action_space
-        self.obs_dim = int(np.prod(observation_space.shape))
+        action_space = self.action_space
         self.act_dim = int(np.prod(action_space.shape))
         self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32), persistent=False)
