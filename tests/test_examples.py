@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from example_scripts import load_example
@@ -54,3 +56,17 @@ def test_lm_benchmark_smoke(tmp_path, optimizer, extra, state_bytes):
         state_bytes = (4 * hidden + 8 * (result["parameters"] - hidden)) / result["parameters"]
     assert result["state_bytes_per_param"] == pytest.approx(state_bytes)
     assert result["corpus"]["train_files"] > 100 and (tmp_path / result["name"] / "metrics.csv").exists()
+
+
+def test_lm_sweep_plans_seeds_and_alphas_once_an_arms_learning_rates_finished(tmp_path):
+    sweep = load_example("lm_sweep")
+    first = sweep.plan(tmp_path)
+    assert len(first) == 4 * len(sweep.ARMS) and {run.phase for run in first} == {"lr"}
+    arm = "alphagrad-m0.9-size-aware"
+    for run, bpb in zip([r for r in first if r.arm == arm], [2.9, 2.5, 2.7, 3.1], strict=True):  # lr 3e-4 best
+        (tmp_path / f"{run.name}.json").write_text(json.dumps({"val_bpb": bpb}))
+    later = [run for run in sweep.plan(tmp_path) if run.arm == arm and run.phase != "lr"]
+    assert [run.name for run in later] == [
+        "alphagrad-lr0.0003-alpha1-m0.9-size-aware-seed1",
+        *(f"alphagrad-lr0.0003-alpha{a:g}-m0.9-size-aware-seed0" for a in (0.25, 0.5, 2.0, 4.0)),
+    ]

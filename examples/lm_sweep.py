@@ -1,0 +1,153 @@
+"""The language-model benchmark's sweep (``lm_benchmark.py``), run in pieces: finished runs are kept, the rest run.
+
+    python examples/lm_sweep.py plan                  # every run of the sweep, and which have finished
+    python examples/lm_sweep.py run --jobs 2          # the unfinished ones, two at a time (one torch thread each)
+
+Three phases, each planned once the one before it has finished for an arm:
+
+1. learning rate: every arm at 4 log-spaced peak learning rates, seed 0;
+2. seeds: seed 1 at the arm's best learning rate (lowest final validation bits per byte of phase 1);
+3. alpha: the AlphaGrad arms ``alphagrad-m0.9`` (fixed alpha) and ``alphagrad-m0.9-size-aware`` at their best
+   learning rate with alpha scaled by 1/4, 1/2, 2 and 4.
+
+Every run is ``lm_benchmark.py`` at its default size (see its ``--help``). A finished run leaves
+``results/lm/<name>.json`` (its result, the validation curve, and the commit it ran on) and ``results/lm/<name>.csv``
+(the logged metrics, with the monitors' gradient norms, saturation and alpha).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+import lm_benchmark  # noqa: E402  (a sibling script: the names and arguments of its runs)
+
+# arm -> (arguments of lm_benchmark.py, peak learning rates of phase 1)
+ARMS: dict[str, tuple[list[str], list[float]]] = {
+    "adamw": (["--optimizer", "adamw"], [3e-4, 1e-3, 3e-3, 1e-2]),
+    "sgd": (["--optimizer", "sgd"], [1e-2, 3e-2, 1e-1, 3e-1]),
+    "lion": (["--optimizer", "lion"], [3e-5, 1e-4, 3e-4, 1e-3]),
+    "muon": (["--optimizer", "muon"], [3e-4, 1e-3, 3e-3, 1e-2]),
+    "alphagrad-m0.9": (["--optimizer", "alphagrad", "--alpha", "10", "--momentum", "0.9"], [1e-3, 3e-3, 1e-2, 3e-2]),
+    "alphagrad-m0": (["--optimizer", "alphagrad", "--alpha", "10", "--momentum", "0"], [1e-3, 3e-3, 1e-2, 3e-2]),
+    "alphagrad-m0.9-size-aware": (
+        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0.9", "--size-aware"], [1e-4, 3e-4, 1e-3, 3e-3]
+    ),
+    "alphagrad-m0-size-aware": (
+        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0", "--size-aware"], [1e-4, 3e-4, 1e-3, 3e-3]
+    ),
+    "alphagrad-m0.9-adaptive": (
+        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0.9", "--size-aware", "--adaptive"],
+        [1e-4, 3e-4, 1e-3, 3e-3],
+    ),
+    "alphagrad-m0-adaptive": (
+        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0", "--size-aware", "--adaptive"],
+        [1e-4, 3e-4, 1e-3, 3e-3],
+    ),
+}
+ALPHA_ARMS = ("alphagrad-m0.9", "alphagrad-m0.9-size-aware")
+ALPHA_FACTORS = (0.25, 0.5, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Run:
+    arm: str
+    phase: str  # "lr", "seed" or "alpha"
+    args: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """``lm_benchmark``'s own name of the run (from its arguments)."""
+        return lm_benchmark.run_name(lm_benchmark.parse_args(list(self.args)))
+
+
+def final_bpb(results: Path, run: Run) -> float | None:
+    path = results / f"{run.name}.json"
+    return json.loads(path.read_text())["val_bpb"] if path.exists() else None
+
+
+def with_value(args: list[str], flag: str, value: str) -> list[str]:
+    """``args`` with ``flag``'s value replaced (or the flag appended)."""
+    if flag in args:
+        index = args.index(flag)
+        return [*args[: index + 1], value, *args[index + 2 :]]
+    return [*args, flag, value]
+
+
+def plan(results: Path) -> list[Run]:
+    """Every run due now: phase 1 always, phases 2-3 of an arm once its phase 1 has finished."""
+    runs = []
+    for arm, (args, lrs) in ARMS.items():
+        sweep = [Run(arm, "lr", (*args, "--lr", f"{lr:g}", "--seed", "0")) for lr in lrs]
+        runs += sweep
+        finals = [final_bpb(results, run) for run in sweep]
+        if any(f is None for f in finals):
+            continue
+        best = min(zip(finals, lrs, strict=True))[1]
+        runs.append(Run(arm, "seed", (*args, "--lr", f"{best:g}", "--seed", "1")))
+        if arm in ALPHA_ARMS:
+            alpha = float(args[args.index("--alpha") + 1])
+            for factor in ALPHA_FACTORS:
+                scaled = with_value(list(args), "--alpha", f"{alpha * factor:g}")
+                runs.append(Run(arm, "alpha", (*scaled, "--lr", f"{best:g}", "--seed", "0")))
+    return runs
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def execute(run: Run, results: Path, work: Path) -> tuple[bool, str]:
+    """Run ``run`` in a subprocess (one torch thread), keep its result and metrics in ``results``; whether it
+    finished, and a line to print."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = [sys.executable, str(ROOT / "examples" / "lm_benchmark.py"), *run.args, "--out", str(work)]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return False, f"{run.name}: failed ({last})"
+    result = json.loads((work / run.name / "result.json").read_text())
+    result.update(arm=run.arm, phase=run.phase, commit=commit())
+    result.pop("out")
+    results.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / run.name / "metrics.csv", results / f"{run.name}.csv")
+    (results / f"{run.name}.json").write_text(json.dumps(result, indent=1))
+    return True, f"{run.name}: {result['val_bpb']:.3f} bits/byte ({result['seconds']:.0f} s)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("plan", "run"))
+    parser.add_argument("--results", type=Path, default=ROOT / "results" / "lm")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.command == "plan":
+        for run in plan(args.results):
+            bpb = final_bpb(args.results, run)
+            print(f"{run.phase:5s} {run.name}: {'-' if bpb is None else f'{bpb:.3f}'}")
+        return
+    failed: set[str] = set()  # not retried in this invocation
+    with tempfile.TemporaryDirectory(prefix="lm-sweep-") as work:
+        while todo := [r for r in plan(args.results) if final_bpb(args.results, r) is None and r.name not in failed]:
+            wave = todo[: args.jobs]  # the next plan sees this wave's results
+            with ThreadPoolExecutor(args.jobs) as pool:
+                outcomes = list(pool.map(lambda r: execute(r, args.results, Path(work)), wave))
+            for run, (finished, line) in zip(wave, outcomes, strict=True):
+                print(line, flush=True)
+                if not finished:
+                    failed.add(run.name)
+
+
+if __name__ == "__main__":
+    main()
