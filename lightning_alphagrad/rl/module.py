@@ -32,16 +32,6 @@ class RLModule(L.LightningModule):
     # Step counters kept in checkpoints and in the state_dict (see get_extra_state); subclasses add theirs.
     COUNTERS: tuple[str, ...] = ("env_steps",)
 
-    # Plain attributes set on every env step (and Lightning's current hook name, set twice per hook call): assigned
-    # without nn.Module.__setattr__'s parameter/module/buffer checks, which cost ~1.5 us each.
-    _STEP_ATTRIBUTES = frozenset({"env_steps", "obs", "_current_fx_name"})
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._STEP_ATTRIBUTES:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def __init__(self, seed: int = 1) -> None:
         super().__init__()
         if seed < 0:
