@@ -365,7 +365,7 @@ class AlphaGrad(Optimizer):
             if not params:
                 continue
             kernel = foreach_alphagrad if _use_foreach(group, grads) else single_tensor_alphagrad
-            kernel(params, grads, bufs, group_norms, StepHyper.of(group), keep=finite)
+            kernel(params, grads, bufs, group_norms, StepHyper.of(group), finite=finite)
             _store_buffers(self.state, group, group["params"], bufs)
 
     def _handle_nonfinite(self) -> None:

@@ -21,9 +21,9 @@ from torch import Tensor
 from lightning_alphagrad.optim.functional import StepHyper
 from lightning_alphagrad.optim.kernels.fast_tanh import exp_tanh, rational_tanh
 
-__all__ = ["compiled_alphagrad", "compiler_works", "squash"]
+__all__ = ["compiled_alphagrad", "compiler_works", "tanh_fast_or_exact"]
 
-def squash(x: Tensor, fast_tanh: bool) -> Tensor:
+def tanh_fast_or_exact(x: Tensor, fast_tanh: bool) -> Tensor:
     """tanh: exact, or the fastest form accurate to the dtype (rational in fp32, exp-based in fp64)."""
     if not fast_tanh:
         return torch.tanh(x)
@@ -37,19 +37,20 @@ def _update_without_momentum(
 
     ``decay`` False (no weight decay) leaves the multiplication out of the loop.
     """
-    u = squash(grad * scale, fast_tanh)
+    u = tanh_fast_or_exact(grad * scale, fast_tanh)
     param.copy_((param * hyper[1] if decay else param) - hyper[0] * u)
 
 
 def _update_with_momentum(
     param: Tensor, grad: Tensor, buf: Tensor, scale: Tensor, hyper: Tensor, nesterov: bool, fast_tanh: bool, decay: bool
 ) -> None:
-    """``buf <- keep * buf + take * u``, then ``param <- decay * param - lr * direction``.
+    """``buf <- buf_coef * buf + update_coef * u``, then ``param <- decay * param - lr * direction``.
 
-    ``hyper = [lr, decay, keep, take, momentum]``: ``keep = 0, take = 1`` on the first step (``buf = u``),
-    ``keep = momentum, take = 1 - dampening`` afterwards; ``direction = u + momentum * buf`` with Nesterov.
+    ``hyper = [lr, decay, buf_coef, update_coef, momentum]``: ``buf_coef = 0, update_coef = 1`` on the first step
+    (``buf = u``), ``buf_coef = momentum, update_coef = 1 - dampening`` afterwards; ``direction = u + momentum * buf``
+    with Nesterov.
     """
-    u = squash(grad * scale, fast_tanh)
+    u = tanh_fast_or_exact(grad * scale, fast_tanh)
     new_buf = buf * hyper[2] + hyper[3] * u
     buf.copy_(new_buf)
     direction = u + hyper[4] * new_buf if nesterov else new_buf
@@ -117,8 +118,8 @@ def compiled_alphagrad(
             first_step = bufs[i] is None
             if first_step:
                 bufs[i] = torch.zeros_like(param, memory_format=torch.contiguous_format)
-            keep, take = (0.0, 1.0) if first_step else (momentum, 1 - dampening)
-            hyper = torch.tensor([lr, decay, keep, take, momentum], dtype=first.dtype, device=first.device)
+            buf_coef, update_coef = (0.0, 1.0) if first_step else (momentum, 1 - dampening)
+            hyper = torch.tensor([lr, decay, buf_coef, update_coef, momentum], dtype=first.dtype, device=first.device)
             buf = bufs[i].view(-1)  # type: ignore[union-attr]
             _with_momentum(flat_param, flat_grad, buf, scale, hyper, nesterov, fast_tanh, decays)
         else:

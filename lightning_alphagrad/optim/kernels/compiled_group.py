@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from lightning_alphagrad.optim.kernels.compiled import squash
+from lightning_alphagrad.optim.kernels.compiled import tanh_fast_or_exact
 from lightning_alphagrad.optim.kernels.flat import FlatLayout
 
 __all__ = ["CompiledGroupStep", "compile_group_step", "compile_group_step_async"]
@@ -63,13 +63,13 @@ def compile_group_step(
     """Trace and compile the group step for parameters of ``shapes`` (see :func:`compile_group_step_async`).
 
     The compiled function takes ``(*params_1d, *grads, *bufs_1d, hyper)`` with
-    ``hyper = [lr, signed alpha, eps, 1 - lr * weight_decay, keep, take, momentum]`` and returns the 0-d
+    ``hyper = [lr, signed alpha, eps, 1 - lr * weight_decay, buf_coef, update_coef, momentum]`` and returns the 0-d
     "all gradients finite" flag; it updates params and buffers in place (not at all if the flag is false). Without
     ``weight_decay`` the graph leaves out the multiplication by ``hyper[3]`` (then 1).
 
     Masking costs one select per element: when a gradient is not finite, the scaled gradient is replaced by zeros
-    (so ``u = 0``) and the step's coefficients by the identity (``lr = take = 0``, ``keep = decay = 1``), which leaves
-    params and buffers bitwise unchanged.
+    (so ``u = 0``) and the step's coefficients by the identity (``lr = update_coef = 0``, ``buf_coef = decay = 1``),
+    which leaves params and buffers bitwise unchanged.
     """
     count = len(shapes)
     numels = [math.prod(shape) for shape in shapes]
@@ -78,20 +78,20 @@ def compile_group_step(
     def step(*tensors: Tensor) -> Tensor:
         params, grads = tensors[:count], tensors[count : 2 * count]
         bufs, hyper = tensors[2 * count : 3 * count], tensors[-1]
-        lr, alpha, eps, decay, keep, take, look_ahead = hyper.unbind()
+        lr, alpha, eps, decay, buf_coef, update_coef, momentum_coef = hyper.unbind()
         norms = [torch.linalg.vector_norm(g) for g in grads]
         finite = torch.stack(norms).sum().isfinite()
         zero, one = torch.zeros_like(lr), torch.ones_like(lr)
-        lr, take = torch.where(finite, lr, zero), torch.where(finite, take, zero)
-        keep, decay = torch.where(finite, keep, one), torch.where(finite, decay, one)
+        lr, update_coef = torch.where(finite, lr, zero), torch.where(finite, update_coef, zero)
+        buf_coef, decay = torch.where(finite, buf_coef, one), torch.where(finite, decay, one)
         for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
             scaled = torch.where(finite, grad.reshape(-1) * (alpha * steepness[i] / (norm + eps)), zero)
-            u = squash(scaled, fast_tanh)
+            u = tanh_fast_or_exact(scaled, fast_tanh)
             if momentum:
                 buf = bufs[i]
-                new_buf = buf * keep + take * u
+                new_buf = buf * buf_coef + update_coef * u
                 buf.copy_(new_buf)
-                u = u + look_ahead * new_buf if nesterov else new_buf
+                u = u + momentum_coef * new_buf if nesterov else new_buf
             param.copy_((param * decay if weight_decay else param) - lr * u)
         return finite
 
@@ -162,8 +162,8 @@ class CompiledGroupStep:
             if not has_buffer:
                 layout.adopt(torch.zeros(sum(layout.numels), dtype=first.dtype, device=first.device))
             bufs = layout.buffer_segments
-        keep, take = (momentum, 1 - dampening) if has_buffer else (0.0, 1.0)
-        values = [lr, -alpha if maximize else alpha, eps, 1 - lr * weight_decay, keep, take, momentum]
+        buf_coef, update_coef = (momentum, 1 - dampening) if has_buffer else (0.0, 1.0)
+        values = [lr, -alpha if maximize else alpha, eps, 1 - lr * weight_decay, buf_coef, update_coef, momentum]
         if values != self._hyper_values:  # a new tensor only when a value changed (e.g. by a schedule)
             self._hyper = torch.tensor(values, dtype=first.dtype, device=first.device)
             self._hyper_values = values

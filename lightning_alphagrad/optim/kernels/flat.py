@@ -2,7 +2,7 @@
 
 On a CPU every eager op costs a few microseconds whatever its size, and a ``torch._foreach_*`` op is one such op per
 tensor; a 13-tensor PPO network thus pays for dispatch, not arithmetic. Here the gradients are copied into one vector
-(the step's only parameter-sized temporary), scaled per segment, squashed and folded into the momentum with a
+(the step's only parameter-sized temporary), scaled per segment, put through tanh and folded into the momentum with a
 handful of whole-vector ops, and written back with one multi-tensor add. The momentum buffer is one vector too;
 ``state[p]["momentum_buffer"]`` holds parameter-shaped views of it, so the state layout is the usual one.
 """

@@ -18,7 +18,7 @@ def foreach_alphagrad(
     norms: list[Tensor],
     hyper: StepHyper,
     *,
-    keep: Tensor | None = None,
+    finite: Tensor | None = None,
     numels: list[int] | None = None,
 ) -> None:
     """Same contract as :func:`~lightning_alphagrad.optim.kernels.reference.single_tensor_alphagrad`.
@@ -31,8 +31,8 @@ def foreach_alphagrad(
     )
     for (_device, _dtype), ((dev_params, dev_grads, dev_bufs, dev_norms), indices) in grouped.items():
         dev_numels = [numels[i] for i in indices] if numels is not None else None
-        if keep is not None:
-            dev_grads = [torch.where(keep, g, 0) for g in dev_grads]
+        if finite is not None:
+            dev_grads = [torch.where(finite, g, 0) for g in dev_grads]
         updates = normalized_tanh_updates(dev_grads, dev_norms, alpha, eps, size_aware=size_aware, numels=dev_numels)
         if updates[0].dtype != dev_params[0].dtype:
             updates = [u.to(dev_params[0].dtype) for u in updates]
@@ -40,13 +40,13 @@ def foreach_alphagrad(
         if momentum > 0:
             old = [j for j, buf in enumerate(dev_bufs) if buf is not None]
             old_bufs, old_updates = [dev_bufs[j] for j in old], [updates[j] for j in old]
-            if old and keep is None:
+            if old and finite is None:
                 torch._foreach_mul_(old_bufs, momentum)
                 torch._foreach_add_(old_bufs, old_updates, alpha=1 - dampening)
             elif old:
                 new = torch._foreach_add(torch._foreach_mul(old_bufs, momentum), old_updates, alpha=1 - dampening)
                 for buf, n in zip(old_bufs, new, strict=True):
-                    buf.copy_(torch.where(keep, n, buf))
+                    buf.copy_(torch.where(finite, n, buf))
             for j, buf in enumerate(dev_bufs):
                 if buf is None:  # first step of this parameter: buf = u
                     dev_bufs[j] = bufs[indices[j]] = updates[j].clone()
@@ -55,10 +55,10 @@ def foreach_alphagrad(
             else:
                 updates = dev_bufs
 
-        if keep is None:
+        if finite is None:
             if weight_decay != 0:
                 torch._foreach_mul_(dev_params, 1 - lr * weight_decay)
             torch._foreach_add_(dev_params, updates, alpha=-lr)
         else:
             for param, update in zip(dev_params, updates, strict=True):
-                param.copy_(torch.where(keep, param * (1 - lr * weight_decay) - lr * update, param))
+                param.copy_(torch.where(finite, param * (1 - lr * weight_decay) - lr * update, param))

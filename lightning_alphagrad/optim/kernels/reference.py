@@ -17,19 +17,19 @@ def single_tensor_alphagrad(
     norms: list[Tensor],
     hyper: StepHyper,
     *,
-    keep: Tensor | None = None,
+    finite: Tensor | None = None,
     numels: list[int] | None = None,
 ) -> None:
     """Update ``params`` in place; new momentum buffers are written into ``bufs`` (``None`` entries).
 
-    ``norms`` are the gradients' L2 norms (see :func:`~lightning_alphagrad.optim.functional.grad_norm`); ``keep``
+    ``norms`` are the gradients' L2 norms (see :func:`~lightning_alphagrad.optim.functional.grad_norm`); ``finite``
     (0-d bool), if given, masks the whole update arithmetically instead of a branch (used inside ``torch.compile``);
     ``numels``: elements of each whole tensor when ``params`` are local shards (``size_aware`` needs them).
     """
     lr, alpha, momentum, dampening, nesterov, weight_decay, eps, size_aware = hyper
     for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
-        if keep is not None:
-            grad = torch.where(keep, grad, 0)
+        if finite is not None:
+            grad = torch.where(finite, grad, 0)
         numel = numels[i] if numels is not None else None
         update = normalized_tanh_update(grad, alpha, eps, size_aware=size_aware, norm=norm, numel=numel)
         update = update.to(param.dtype)
@@ -38,14 +38,14 @@ def single_tensor_alphagrad(
             if buf is None:
                 buf = update.clone()
                 bufs[i] = buf
-            elif keep is None:
+            elif finite is None:
                 buf.mul_(momentum).add_(update, alpha=1 - dampening)
             else:
-                buf.copy_(torch.where(keep, buf * momentum + update * (1 - dampening), buf))
+                buf.copy_(torch.where(finite, buf * momentum + update * (1 - dampening), buf))
             update = update.add_(buf, alpha=momentum) if nesterov else buf
-        if keep is None:
+        if finite is None:
             if weight_decay != 0:
                 param.mul_(1 - lr * weight_decay)
             param.add_(update, alpha=-lr)
         else:
-            param.copy_(torch.where(keep, param * (1 - lr * weight_decay) - lr * update, param))
+            param.copy_(torch.where(finite, param * (1 - lr * weight_decay) - lr * update, param))
