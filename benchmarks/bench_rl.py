@@ -14,26 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
+from bench_rl_offpolicy import floor, raw_env_rate, run  # the off-policy benchmark, a sibling script
 
 from lightning_alphagrad.rl import PPO
-
-
-def raw_env_rate(env_id: str, steps: int) -> float:
-    """Env steps/s of one ``gym.make`` env with pre-sampled random actions (no agent at all)."""
-    env = gym.make(env_id)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(steps)]
-    start = time.perf_counter()
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.perf_counter() - start)
 
 
 def ours_rate(env_id: str, total_timesteps: int, seed: int) -> float:
@@ -88,10 +74,13 @@ def main() -> None:
     parser.add_argument("--env-id", default="HalfCheetah-v5")
     parser.add_argument("--iterations", type=int, default=5, help="PPO iterations of 2048 steps per run")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved (ours, SB3) pairs")
+    parser.add_argument("--against", choices=("sb3", "floor"), default="sb3",
+                        help="td3: floor = the plain-torch update loop (see bench_rl_offpolicy.py)")  # fmt: skip
     args = parser.parse_args()
+    if args.algo == "td3" and args.against == "floor":
+        floor(5000, 256, rounds=args.repeats)
+        return
     if args.algo != "ppo":
-        from bench_rl_offpolicy import run  # the off-policy benchmark, a sibling script
-
         run(args.algo, rounds=args.repeats)
         return
     torch.set_num_threads(1)

@@ -9,6 +9,7 @@ beside them; the ratio of the median CPU-time rates is printed, with the raw env
     python benchmarks/bench_rl_offpolicy.py --algo dqn   # CartPole-v1, 30000 steps, learning_starts 10000
     python benchmarks/bench_rl.py --algo td3             # the same, through the project's RL benchmark
     python benchmarks/bench_rl_offpolicy.py --algo td3 --against floor --total 5000 --learning-starts 256
+    python benchmarks/bench_rl.py --algo td3 --against floor                # the same
 
 ``--against floor`` (TD3): ours in fp32 and in ``bf16-mixed`` against ``1 / (plain-torch update time)``, the env
 steps/s one update per env step allows when env, replay and Lightning cost nothing; with ``learning_starts`` small,
@@ -32,10 +33,23 @@ import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
-from bench_rl import raw_env_rate  # a sibling script
 from bench_td3_update import plain_torch  # a sibling script
 
 warnings.filterwarnings("ignore")
+
+
+def raw_env_rate(env_id: str, steps: int) -> float:
+    """Env steps/s of one ``gym.make`` env with pre-sampled random actions (no agent at all)."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
 
 
 def timed(run: Callable[[], object], total: int) -> tuple[float, float]:

@@ -2,9 +2,9 @@
 
 Examples::
 
-    python benchmarks/train_offpolicy.py --algo td3 --env-id Hopper-v4 --total-timesteps 100000 --seed 0
-    python benchmarks/train_offpolicy.py --algo dqn --env-id CartPole-v1 --total-timesteps 500000 --stop-at 250000
-    python benchmarks/train_offpolicy.py --algo td3 --env-id Hopper-v4 --total-timesteps 100000 --seed 0 \
+    python examples/studies/train_offpolicy.py --algo td3 --env-id Hopper-v4 --total-timesteps 100000 --seed 0
+    python examples/studies/train_offpolicy.py --algo dqn --env-id CartPole-v1 --total-timesteps 500000 --stop-at 250000
+    python examples/studies/train_offpolicy.py --algo td3 --env-id Hopper-v4 --total-timesteps 100000 --seed 0 \
         --optimizer alphagrad --size-aware --alpha 1.5 --learning-starts 1000
 
 Prints the mean return of the last ``--last-episodes`` training episodes (from the episode log) and, with

@@ -1,7 +1,7 @@
 """PPO on HalfCheetah-v5 with the paper's settings (CleanRL MuJoCo PPO), Adam or AlphaGrad; CSV logs and final eval.
 
-    python benchmarks/ppo_halfcheetah.py --optimizer adam --total-timesteps 200000
-    python benchmarks/ppo_halfcheetah.py --optimizer alphagrad --alpha 98 --total-timesteps 200000
+    python examples/studies/ppo_halfcheetah.py --optimizer adam --total-timesteps 200000
+    python examples/studies/ppo_halfcheetah.py --optimizer alphagrad --alpha 98 --total-timesteps 200000
 
 Logs go to ``--log-dir/<optimizer>/version_*/metrics.csv``; the deterministic evaluation (5 episodes) at the end is
 ``eval/return_mean``.

@@ -1,7 +1,7 @@
 """Is a TD3 actor still alive? Train briefly, then measure its tanh output's saturation and the gradient reaching it.
 
-    python benchmarks/td3_actor_saturation.py --seed 2 --optimizer alphagrad --alpha 100 --steps 3000 6000
-    python benchmarks/td3_actor_saturation.py --seed 2 --optimizer adam --steps 3000 6000
+    python examples/studies/td3_actor_saturation.py --seed 2 --optimizer alphagrad --alpha 100 --steps 3000 6000
+    python examples/studies/td3_actor_saturation.py --seed 2 --optimizer adam --steps 3000 6000
 
 For each ``--steps`` value one fresh, seeded run (Hopper-v4, learning_starts 1000, every other setting TD3's default)
 is trained, and on 1024 replay observations it prints: the fraction of action components with ``|a| > 0.99`` (Hopper's

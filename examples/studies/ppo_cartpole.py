@@ -1,7 +1,7 @@
 """Discrete PPO on CartPole-v1: episodic return after ``--total-timesteps`` env steps for one seed.
 
-    python benchmarks/ppo_cartpole.py --preset cleanrl --seed 0
-    python benchmarks/ppo_cartpole.py --preset zoo --seed 0
+    python examples/studies/ppo_cartpole.py --preset cleanrl --seed 0
+    python examples/studies/ppo_cartpole.py --preset zoo --seed 0
 
 Presets: ``cleanrl`` is CleanRL's ``ppo.py`` (4 envs x 128 steps, lr 2.5e-4 annealed, 4 minibatches x 4 epochs, ent
 0.01, value clipping); ``zoo`` is the RL-Baselines3-Zoo CartPole tuning (8 envs x 32 steps, lr 1e-3 annealed, one
