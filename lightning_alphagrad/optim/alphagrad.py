@@ -7,7 +7,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -226,18 +226,16 @@ class AlphaGrad(Optimizer):
         if torch.compiler.is_compiling():
             self._masked_step()
             return loss
-        if len(self.param_groups) == 1 and self._runs_whole_group(self.param_groups[0]):
-            finite = self._whole_group_step(self.param_groups[0])
-            if finite is not None:  # else the graph does not apply this step: per-tensor kernels below
-                self._last_impls = ("compiled",)
-                if not finite:
-                    self._handle_nonfinite()
-                return loss
-
-        prepared = [self._prepare(index, group) for index, group in enumerate(self.param_groups)]
-        prepared = [step for step in prepared if step is not None]
-        if not prepared:
+        kernels = self._select_kernels()
+        if isinstance(kernels, _WholeGroupGraph):
+            finite = self._run_whole_group(kernels)
+            self._last_impls = ("compiled",)
+            if not finite:
+                self._handle_nonfinite()
             return loss
+        if not kernels:
+            return loss
+        prepared = [step.prepare(self) for step in kernels]
         # One host sync per step: any inf/NaN gradient makes its norm, and the sum of all norms, non-finite.
         on_host = sum(step.norm_sum for step in prepared if isinstance(step.norm_sum, float))
         on_device = [step.norm_sum for step in prepared if isinstance(step.norm_sum, Tensor)]
@@ -259,6 +257,46 @@ class AlphaGrad(Optimizer):
             self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
             self._compiling = True
         return loss
+
+    def _select_kernels(self) -> _WholeGroupGraph | list[_GroupStep]:
+        """The kernel of this step, chosen here and only here (see ``impl``): the whole-group compiled graph for a
+        single group that asks for it and whose inputs fit it; else, per group with gradients, the flat kernel on the
+        last step's layout while the gradients still fit it, or the kernel ``_choose_impl`` names, replaced by a
+        per-tensor kernel for this step when its inputs do not fit (gradients of another dtype, momentum buffers for
+        only some parameters)."""
+        if len(self.param_groups) == 1 and self._runs_whole_group(self.param_groups[0]):
+            graph = self._whole_group_inputs(self.param_groups[0])
+            if graph is not None:
+                return graph
+        steps = [self._group_kernel(index, group) for index, group in enumerate(self.param_groups)]
+        return [step for step in steps if step is not None]
+
+    def _group_kernel(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
+        """The kernel of one group and its inputs (``None``: no gradients); see :meth:`_select_kernels`."""
+        layout = self._flat_layouts.get(index)
+        grads = None
+        if layout is not None and group["impl"] in ("auto", "flat") and group["foreach"] is None:
+            grads = layout.gradients(group["params"])  # the common case, checked in one pass
+        if grads is not None:
+            params, impl = layout.params, "flat"  # type: ignore[union-attr]
+        else:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                return None
+            impl = _choose_impl(group, params)
+            if impl == "flat":
+                if layout is None or layout.gradients(params) is None:
+                    layout = self._flat_layouts[index] = FlatLayout(params)
+                grads = layout.gradients(params)
+            elif impl == "compiled":
+                grads = _uniform_grads(params)
+        has_buffer = False
+        if impl == "flat" and grads is not None and group["momentum"] > 0:
+            bound = layout.bind_momentum(self.state)  # type: ignore[union-attr]
+            grads, has_buffer = (None, False) if bound is None else (grads, bound)
+        if impl in ("flat", "compiled") and grads is None:
+            impl = "foreach" if len(params) > 1 else "reference"
+        return _GroupStep(group, impl, params, layout if impl == "flat" else None, grads, has_buffer)
 
     def _runs_whole_group(self, group: dict[str, Any]) -> bool:
         """Whether the only group's step is tried as one compiled graph: ``impl="compiled"``, or ``"auto"`` once the
@@ -291,28 +329,10 @@ class AlphaGrad(Optimizer):
             compiled = self._group_steps[0] = CompiledGroupStep(layout, *flags)
         return compiled
 
-    def _prepare(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
-        """Choose the group's kernel for this step and compute its gradient norms (``None``: no gradients)."""
-        layout = self._flat_layouts.get(index)
-        if layout is not None and group["impl"] in ("auto", "flat") and group["foreach"] is None:
-            grads = layout.gradients(group["params"])  # the common case, checked in one pass
-            if grads is not None:
-                return _GroupStep(group, "flat", layout.params, layout).prepare(self, grads)
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            return None
-        impl = _choose_impl(group, params)
-        if impl == "flat" and (layout is None or layout.gradients(params) is None):
-            layout = self._flat_layouts[index] = FlatLayout(params)
-        step = _GroupStep(group, impl, params, layout if impl == "flat" else None)
-        return step.prepare(self, layout.gradients(params) if impl == "flat" else None)  # type: ignore[union-attr]
-
-    def _whole_group_step(self, group: dict[str, Any]) -> bool | None:
-        """The step of a single RL-sized group as one compiled graph (see ``CompiledGroupStep``).
-
-        Returns whether the gradients were finite (if not, nothing moved), or ``None`` when the graph does not apply:
-        too many elements, no gradients, mixed dtypes, non-contiguous gradients, partial momentum state.
-        """
+    def _whole_group_inputs(self, group: dict[str, Any]) -> _WholeGroupGraph | None:
+        """The inputs of the single group's compiled graph (see ``CompiledGroupStep``), or ``None`` when the graph
+        does not apply this step: too many elements, no gradients, mixed dtypes, non-contiguous gradients, momentum
+        buffers for only some parameters."""
         layout = self._flat_layouts.get(0)
         grads = layout.gradients(group["params"]) if layout is not None else None
         if grads is None:
@@ -320,18 +340,22 @@ class AlphaGrad(Optimizer):
             grads = layout.gradients(layout.params) if layout is not None else None
         if grads is None:
             return None
-        momentum = group["momentum"]
-        has_buffer = layout.bind_momentum(self.state) if momentum > 0 else False  # type: ignore[union-attr]
+        has_buffer = layout.bind_momentum(self.state) if group["momentum"] > 0 else False  # type: ignore[union-attr]
         if has_buffer is None:
             return None
-        compiled = self._group_step(group, layout)  # type: ignore[arg-type]
+        return _WholeGroupGraph(group, layout, grads, has_buffer)  # type: ignore[arg-type]
+
+    def _run_whole_group(self, graph: _WholeGroupGraph) -> bool:
+        """Run the compiled graph; whether the gradients were finite (if not, nothing moved)."""
+        group, layout = graph.group, graph.layout
+        compiled = self._group_step(group, layout)
         keys = ("lr", "alpha", "momentum", "dampening", "weight_decay", "eps", "maximize")
-        finite = compiled(grads, has_buffer, **{key: group[key] for key in keys})
-        if momentum > 0 and not has_buffer:
+        finite = compiled(graph.grads, graph.has_buffer, **{key: group[key] for key in keys})
+        if group["momentum"] > 0 and not graph.has_buffer:
             if finite:
-                layout.publish_momentum(self.state)  # type: ignore[union-attr]
+                layout.publish_momentum(self.state)
             else:
-                layout.buffer = None  # type: ignore[union-attr]  # a skipped first step leaves no state
+                layout.buffer = None  # a skipped first step leaves no state
         return finite
 
     def _new_whole_group_layout(self, group: dict[str, Any]) -> FlatLayout | None:
@@ -384,42 +408,55 @@ class AlphaGrad(Optimizer):
 
 
 
+class _WholeGroupGraph(NamedTuple):
+    """The single group's step as one compiled graph: the group, its flat layout, the gradients (views of the
+    layout) and whether the layout's momentum buffer holds the previous steps' momentum."""
+
+    group: dict[str, Any]
+    layout: FlatLayout
+    grads: list[Tensor]
+    has_buffer: bool
+
+
 class _GroupStep:
-    """One param group's share of a step: its kernel, the kernel's inputs and the gradient norms.
+    """One param group's share of a step: its kernel (chosen by ``AlphaGrad._select_kernels``), the kernel's inputs
+    and the gradient norms.
 
     The norms of every group are computed (``prepare``) before any group is updated (``run``), so that one check
     can skip the whole step when a gradient is not finite.
     """
 
-    def __init__(self, group: dict[str, Any], impl: str, params: list[Tensor], layout: FlatLayout | None) -> None:
+    def __init__(
+        self,
+        group: dict[str, Any],
+        impl: str,
+        params: list[Tensor],
+        layout: FlatLayout | None,
+        grads: list[Tensor] | None,
+        has_buffer: bool,
+    ) -> None:
+        """``grads``: the gradients as the flat and compiled kernels take them (``None`` for the per-tensor ones);
+        ``has_buffer``: whether the flat layout holds the previous steps' momentum."""
         self.group, self.impl, self.params, self.layout = group, impl, params, layout
-        self.grads: list[Tensor] = []
+        self.grads: list[Tensor] = grads or []
         self.bufs: list[Tensor | None] = []
         self.norms: Tensor | list[Tensor] = []
         self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
-        self.has_buffer = False
+        self.has_buffer = has_buffer
         self.numels: list[int] | None = None  # of the whole tensors, when the kernel gets local shards
 
-    def prepare(self, optimizer: AlphaGrad, grads: list[Tensor] | None) -> _GroupStep:
+    def prepare(self, optimizer: AlphaGrad) -> _GroupStep:
         """Compute the gradient norms (or take those already computed for these gradients in this step, see
-        :func:`~lightning_alphagrad.optim.grad_stats.cached_grad_norms`); ``grads``: the gradients, checked for the
-        flat kernel, else ``None``."""
+        :func:`~lightning_alphagrad.optim.grad_stats.cached_grad_norms`) and the per-tensor kernels' inputs."""
         state = optimizer.state
-        group, momentum = self.group, self.group["momentum"]
-        if self.impl == "compiled":
-            grads = _uniform_grads(self.params)
-            self.bufs = [state[p].get("momentum_buffer") if momentum > 0 else None for p in self.params]
-        elif self.impl == "flat" and grads is not None and momentum > 0:
-            has_buffer = self.layout.bind_momentum(state)  # type: ignore[union-attr]
-            grads = None if has_buffer is None else grads  # some buffers missing: per-tensor kernel this step
-            self.has_buffer = bool(has_buffer)
-        if grads is not None:
-            self.grads = grads
-            self.norms = torch.stack(cached_grad_norms(optimizer, grads) or grad_norms(grads))
+        group = self.group
+        if self.impl in ("flat", "compiled"):
+            if self.impl == "compiled":
+                momentum = group["momentum"]
+                self.bufs = [state[p].get("momentum_buffer") if momentum > 0 else None for p in self.params]
+            self.norms = torch.stack(cached_grad_norms(optimizer, self.grads) or grad_norms(self.grads))
             self.norm_sum = sum(self.norms.tolist()) if self.norms.device.type == "cpu" else self.norms.sum()
             return self
-        if self.impl in ("flat", "compiled"):
-            self.impl = "foreach" if len(self.params) > 1 else "reference"
         # norms of the gradients themselves: those of the full tensors for sharded ones (one all-reduce, see
         # grad_norms), equal for their real views and sign flips
         full_grads = [p.grad for p in self.params if p.grad is not None]
