@@ -406,8 +406,6 @@ class AlphaGrad(Optimizer):
         )
 
 
-
-
 class _WholeGroupGraph(NamedTuple):
     """The single group's step as one compiled graph: the group, its flat layout, the gradients (views of the
     layout) and whether the layout's momentum buffer holds the previous steps' momentum."""
