@@ -1,10 +1,18 @@
-"""Argument checks shared by the optimizer and the schedules: a ``ValueError`` that names the argument and its range."""
+"""Argument checks shared by the optimizer, the schedules and the RL modules: a ``ValueError`` that names the argument,
+its value and what it must be."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["check_range"]
+__all__ = ["check_arg", "check_range"]
+
+
+def check_arg(name: str, value: Any, ok: bool, allowed: str) -> None:
+    """Raise ``ValueError`` naming ``name``, ``value`` and the ``allowed`` values unless ``ok``."""
+    if not ok:
+        raise ValueError(f"Invalid {name}: {value!r}; it must be {allowed}")
 
 
 def check_range(

@@ -11,9 +11,10 @@ from gymnasium import spaces
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from lightning_alphagrad._validation import check_arg
 from lightning_alphagrad.rl.divergence import stop_on_divergence
 from lightning_alphagrad.rl.networks import QNetwork
-from lightning_alphagrad.rl.offpolicy import OffPolicyModule, check_arg
+from lightning_alphagrad.rl.offpolicy import OffPolicyModule
 from lightning_alphagrad.rl.optimizer_choice import OptimizerName, make_optimizer
 from lightning_alphagrad.rl.replay import ReplayBatch
 

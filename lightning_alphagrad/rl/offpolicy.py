@@ -11,6 +11,7 @@ from gymnasium import spaces
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_alphagrad._validation import check_arg
 from lightning_alphagrad.rl.data import step_index_loader
 from lightning_alphagrad.rl.envs import check_spaces, final_observations, make_vector_env, probe_spaces
 from lightning_alphagrad.rl.episodes import EpisodeStatistics, EpisodeTracker
@@ -18,13 +19,7 @@ from lightning_alphagrad.rl.module import RLModule
 from lightning_alphagrad.rl.optimizer_choice import check_optimizer_name
 from lightning_alphagrad.rl.replay import ReplayBuffer
 
-__all__ = ["OffPolicyModule", "check_arg"]
-
-
-def check_arg(name: str, value: Any, ok: bool, allowed: str) -> None:
-    """Raise ``ValueError`` naming ``name`` and the ``allowed`` range unless ``ok``."""
-    if not ok:
-        raise ValueError(f"Invalid {name}: {value!r}; it must be {allowed}")
+__all__ = ["OffPolicyModule"]
 
 
 class OffPolicyModule(RLModule):

@@ -22,7 +22,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightning_alphagrad._validation import check_range
+from lightning_alphagrad._validation import check_arg, check_range
 from lightning_alphagrad.optim import AlphaGrad
 from lightning_alphagrad.rl.data import step_index_loader
 from lightning_alphagrad.rl.envs import Vectorization, check_spaces, final_observations, make_vector_env, probe_spaces
@@ -131,27 +131,20 @@ class PPO(RLModule):
             check_range(name, value, 0.0, math.inf, low_open=True, high_open=True)
         check_range("gamma", gamma, 0.0, 1.0)
         check_range("gae_lambda", gae_lambda, 0.0, 1.0)
-        if (num_envs * num_steps) % num_minibatches != 0:
-            raise ValueError(
-                f"Invalid num_minibatches: {num_minibatches}; it must divide num_envs * num_steps "
-                f"({num_envs} * {num_steps} = {num_envs * num_steps})"
-            )
-        if clip_coef <= 0:
-            raise ValueError(f"Invalid clip_coef: {clip_coef}; it must be > 0")
-        if ent_coef < 0 or vf_coef < 0:
-            raise ValueError(f"Invalid ent_coef/vf_coef: {ent_coef}/{vf_coef}; they must be >= 0")
-        if not (max_grad_norm in ("auto", None) or (isinstance(max_grad_norm, int | float) and max_grad_norm > 0)):
-            raise ValueError(f"Invalid max_grad_norm: {max_grad_norm!r}; it must be > 0, 'auto' or None")
-        if target_kl is not None and target_kl <= 0:
-            raise ValueError(f"Invalid target_kl: {target_kl}; it must be > 0 or None")
+        batch = num_envs * num_steps
+        check_arg("num_minibatches", num_minibatches, batch % num_minibatches == 0,
+                  f"a divisor of num_envs * num_steps ({num_envs} * {num_steps} = {batch})")  # fmt: skip
+        check_arg("clip_coef", clip_coef, clip_coef > 0, "> 0")
+        check_arg("ent_coef", ent_coef, ent_coef >= 0, ">= 0")
+        check_arg("vf_coef", vf_coef, vf_coef >= 0, ">= 0")
+        check_arg("max_grad_norm", max_grad_norm, max_grad_norm in ("auto", None)
+                  or (isinstance(max_grad_norm, int | float) and max_grad_norm > 0), "> 0, 'auto' or None")  # fmt: skip
+        check_arg("target_kl", target_kl, target_kl is None or target_kl > 0, "> 0 or None")
         check_optimizer_name(optimizer)
         check_range("momentum", momentum, 0.0, 1.0, high_open=True)
-        if eval_interval is not None and eval_interval <= 0:
-            raise ValueError(f"Invalid eval_interval: {eval_interval}; it must be > 0 or None")
-        if num_eval_episodes < 0:
-            raise ValueError(f"Invalid num_eval_episodes: {num_eval_episodes}; it must be >= 0")
-        if vectorization not in ("sync", "async"):
-            raise ValueError(f"Invalid vectorization: {vectorization!r}; it must be 'sync' or 'async'")
+        check_arg("eval_interval", eval_interval, eval_interval is None or eval_interval > 0, "> 0 or None")
+        check_arg("num_eval_episodes", num_eval_episodes, num_eval_episodes >= 0, ">= 0")
+        check_arg("vectorization", vectorization, vectorization in ("sync", "async"), "'sync' or 'async'")
 
         observation_space, action_space = probe_spaces(env_id, env_kwargs)
         check_spaces(observation_space, action_space)
