@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers import quiet_trainer
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
@@ -167,15 +168,8 @@ def layer_sizes(module: nn.Module) -> dict[str, int]:
 
 
 def trainer(tmp_path: Path, callbacks: list[pl.Callback], **kwargs: Any) -> pl.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=CSVLogger(tmp_path, name="", version=""),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    return pl.Trainer(callbacks=callbacks, **{**defaults, **kwargs})
+    """A quiet Trainer logging to ``tmp_path/metrics.csv``; ``kwargs`` win."""
+    return quiet_trainer(**{"logger": CSVLogger(tmp_path, name="", version=""), "callbacks": callbacks, **kwargs})
 
 
 def test_logged_values_equal_independent_computation(tmp_path: Path, accelerator: str) -> None:
