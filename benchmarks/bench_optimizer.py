@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_alphagrad import AlphaGrad
-from lightning_alphagrad.optim.alphagrad import AUTO_COMPILE_AFTER
+from lightning_alphagrad.optim.alphagrad import AUTO_COMPILE_AFTER, EAGER_STEPS_KEY, LARGE_COMPILE_ELEMENTS
 from lightning_alphagrad.rl.networks import mlp
 
 # Memory traffic per parameter and step in fp32 (bytes): reads + writes of every per-parameter tensor.
@@ -172,8 +172,10 @@ def bench_model(key: str, device: torch.device, repeats: int, warmup: int, only:
             optimizer = factory(params)
             for _ in range(warmup):  # compiles the compiled kernel, creates state
                 optimizer.step()
-            if isinstance(optimizer, AlphaGrad) and optimizer.last_impls == ("flat",) and "auto" in name:
-                for _ in range(AUTO_COMPILE_AFTER):  # time the kernel that "auto" runs for the rest of a long run
+            if isinstance(optimizer, AlphaGrad) and "auto" in name and device.type == "cpu":
+                # time the kernel that "auto" runs for the rest of a long run (past its switch to a compiled graph)
+                switch = max(AUTO_COMPILE_AFTER, -(-LARGE_COMPILE_ELEMENTS // n_params))
+                while optimizer.last_impls != ("compiled",) and optimizer.param_groups[0][EAGER_STEPS_KEY] < switch:
                     optimizer.step()
             synchronize(device)
         except Exception as error:  # a kernel unavailable here (e.g. no compiler): report, keep going

@@ -29,10 +29,12 @@ def reference_steps(params, grads_per_step, *, lr, alpha, momentum=0.0, dampenin
     return params, bufs
 
 
-def run(params0, grads_per_step, **kwargs):
-    """Step a fresh ``AlphaGrad(copies of params0, **kwargs)`` once per entry of ``grads_per_step``."""
+def run(params0, grads_per_step, groups=1, **kwargs):
+    """Step a fresh ``AlphaGrad(copies of params0, **kwargs)`` once per entry of ``grads_per_step``; ``groups`` 2
+    splits the parameters into two param groups with the same settings."""
     params = [p.detach().clone().requires_grad_(True) for p in params0]
-    opt = AlphaGrad(params, **kwargs)
+    half = len(params) // 2
+    opt = AlphaGrad(params if groups == 1 else [{"params": params[:half]}, {"params": params[half:]}], **kwargs)
     for grads in grads_per_step:
         for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import warnings
 
 import pytest
@@ -15,7 +16,6 @@ from torch.profiler import ProfilerActivity, profile
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.optim import alphagrad as alphagrad_module
 from lightning_alphagrad.optim.kernels import compiled as compiled_module
-from lightning_alphagrad.optim.kernels import compiled_group as compiled_group_module
 from lightning_alphagrad.optim.kernels import exp_tanh, rational_tanh, sigmoid_tanh_
 
 torch.set_num_threads(1)
@@ -62,12 +62,14 @@ COMPILED_CASES = [
 ]
 
 
+@pytest.mark.parametrize("groups", [1, 2])  # one: the whole step in one graph; two: norms given, a graph per group
 @pytest.mark.parametrize("dtype,fast_tanh,tol,config", COMPILED_CASES)
-def test_compiled_path_matches_reference(dtype, fast_tanh, tol, config, device):
+def test_compiled_path_matches_reference(dtype, fast_tanh, tol, config, groups, device):
     params0, grads = problem(dtype, device=device)
     expected, bufs = reference_steps(params0, grads, **config)
-    params, opt = run(params0, grads, impl="compiled", fast_tanh=fast_tanh, **config)
-    assert opt.last_impls == ("compiled",)
+    params, opt = run(params0, grads, groups, impl="compiled", fast_tanh=fast_tanh, **config)
+    assert opt.last_impls == ("compiled",) * groups
+    assert {step.flags[-1] for step in opt._group_steps.values()} == {groups == 2}  # norms given
     assert_matches(params, opt, expected, bufs, tol)
 
 
@@ -256,7 +258,7 @@ def test_state_bytes_per_parameter(impl):
         assert sum(storages.values()) == expected * sum(p.numel() for p in params)
 
 
-@pytest.mark.parametrize("groups", [1, 2])  # one group: one graph for the group; two: per-tensor kernels
+@pytest.mark.parametrize("groups", [1, 2])  # one group: the whole step in one graph; two: a graph per group
 def test_schedules_changing_lr_and_alpha_do_not_recompile(groups):
     params0, grads = problem(torch.float32, steps=6, seed=6)
     params = [p.clone().requires_grad_(True) for p in params0]
@@ -265,7 +267,7 @@ def test_schedules_changing_lr_and_alpha_do_not_recompile(groups):
     for step, step_grads in enumerate(grads):
         if step == 2:
             graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-            builds = len(compiled_group_module._COMPILING)  # graphs compiled (or compiling) so far
+            builds = len(compiled_module._COMPILING)  # graphs compiled (or compiling) so far
             group_step = opt._group_steps.get(0)
         for group in opt.param_groups:
             group["lr"], group["alpha"] = 0.1 / (step + 1), 98.0 * (step + 1)
@@ -274,16 +276,20 @@ def test_schedules_changing_lr_and_alpha_do_not_recompile(groups):
         opt.step()
     assert opt.last_impls == ("compiled",) * groups
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
-    assert len(compiled_group_module._COMPILING) == builds
+    assert len(compiled_module._COMPILING) == builds
     assert opt._group_steps.get(0) is group_step
 
 
-def test_automatic_selection():
+def test_automatic_selection(monkeypatch):
+    monkeypatch.setattr(compiled_module, "_COMPILING", {})
+    requested = []  # graphs handed to the background compiler (which never finishes here)
+    monkeypatch.setattr(compiled_module, "compile_in_subprocess", lambda *key: requested.append(key) or
+                        threading.Event().wait())  # fmt: skip
     small = [torch.nn.Parameter(torch.randn(64, 17)), torch.nn.Parameter(torch.randn(64))]
-    large = [torch.nn.Parameter(torch.randn(600, 500))]  # over 2**18 elements
+    large = [torch.nn.Parameter(torch.randn(600, 500))]  # over 2**18 elements: one tensor, so "reference" stands in
     mixed = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(3, dtype=torch.float64))]
     low = [torch.nn.Parameter(torch.randn(3, 2).bfloat16()), torch.nn.Parameter(torch.randn(3).bfloat16())]
-    for params, expected, kwargs in ((small, "flat", {}), (large, "compiled", {}), (mixed, "foreach", {}),
+    for params, expected, kwargs in ((small, "flat", {}), (large, "reference", {}), (mixed, "foreach", {}),
                                      (low, "foreach", {}), (small, "reference", {"foreach": False}),
                                      (small, "foreach", {"foreach": True})):
         for p in params:
@@ -291,23 +297,31 @@ def test_automatic_selection():
         opt = AlphaGrad(params, lr=1e-3, alpha=2.0, **kwargs)
         opt.step()
         assert opt.last_impls == (expected,)
+    # the large group's graph (no momentum, fast tanh, norms given, no weight decay) compiles in the background
+    assert requested == [(((600, 500),), torch.float32, torch.device("cpu"), False, False, False, True, True, False)]
 
 
+@pytest.mark.parametrize("size", ["small", "large"])
 @pytest.mark.parametrize("compiler", [True, False])
-def test_auto_switches_from_flat_to_the_compiled_graph_after_a_number_of_steps(monkeypatch, compiler):
-    """Same results as the reference across the switch; a state_dict round trip into a new optimizer, before or after
+def test_auto_switches_to_the_compiled_graph_after_a_number_of_steps(monkeypatch, compiler, size):
+    """Small single group: flat, then the whole-step graph; large group: foreach, then its graph on given norms.
+    Same results as the reference across the switch; a state_dict round trip into a new optimizer, before or after
     the switch, switches at the same step and continues bitwise like the uninterrupted run."""
-    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_START", 1)  # compiles in the background from step 1
-    monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 2)
-    monkeypatch.setattr(compiled_group_module, "_COMPILING", {})  # no graph from an earlier test
+    params0, grads = problem(torch.float32, steps=6, seed=3)
+    if size == "small":
+        monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_START", 1)  # compiles in the background from step 1
+        monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 2)
+    else:
+        monkeypatch.setattr(alphagrad_module, "FLAT_MAX_NUMEL", 10)  # the problem's 1,266 elements count as large
+        monkeypatch.setattr(alphagrad_module, "LARGE_COMPILE_ELEMENTS", 2 * sum(p.numel() for p in params0))
+    monkeypatch.setattr(compiled_module, "_COMPILING", {})  # no graph from an earlier test
     if not compiler:
 
         def broken(*args: object) -> None:
             raise RuntimeError("no C++ compiler")
 
-        monkeypatch.setattr(compiled_group_module, "compile_group_step", broken)
+        monkeypatch.setattr(compiled_module, "compile_in_subprocess", broken)
     config = dict(lr=0.05, alpha=98.0, momentum=0.9)
-    params0, grads = problem(torch.float32, steps=6, seed=3)
     expected, bufs = reference_steps(params0, grads, **config)
     runs = {}
     for resume_at in (None, 1, 3):
@@ -327,33 +341,17 @@ def test_auto_switches_from_flat_to_the_compiled_graph_after_a_number_of_steps(m
             unavailable += [str(w.message) for w in caught if "unavailable" in str(w.message)]
             impls.extend(opt.last_impls)
         warning = ("AlphaGrad: the compiled step is unavailable here (RuntimeError: no C++ compiler); staying on the "
-                   "flat kernel")
+                   "eager kernels")
         switches = 2 if resume_at == 3 else 1  # once per optimizer that reaches the switch
         assert unavailable == ([] if compiler else [warning] * switches)
-        switched = "compiled" if compiler else "flat"
-        assert impls == ["flat", "flat", switched, switched, switched, switched]
+        eager = "flat" if size == "small" else "foreach"
+        switched = "compiled" if compiler else eager
+        assert impls == [eager, eager, switched, switched, switched, switched]
         assert_matches(params, opt, expected, bufs, 3e-6)
         runs[resume_at] = [p.detach().clone() for p in params]
     for resumed in (runs[1], runs[3]):
         for a, b in zip(runs[None], resumed, strict=True):
             assert torch.equal(a, b)
-
-
-def test_selection_falls_back_when_compilation_fails(monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("no C++ compiler")
-
-    compiled_module.compiler_works.cache_clear()
-    monkeypatch.setattr(compiled_module, "_without_momentum", broken)
-    try:
-        p = torch.nn.Parameter(torch.randn(600, 500))
-        p.grad = torch.randn_like(p)
-        opt = AlphaGrad([p], lr=1e-3, alpha=2.0)
-        with pytest.warns(RuntimeWarning, match="unavailable"):
-            opt.step()
-        assert opt.last_impls == ("reference",)
-    finally:
-        compiled_module.compiler_works.cache_clear()
 
 
 def test_step_hooks_and_profiler_still_see_the_step():
@@ -406,19 +404,19 @@ def test_resumed_run_past_the_compile_start_compiles_in_the_background_at_once(m
     """A run resumed after step AUTO_COMPILE_START asks for the graph at its first step, not at the switch."""
     monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_START", 3)
     monkeypatch.setattr(alphagrad_module, "AUTO_COMPILE_AFTER", 100)
-    monkeypatch.setattr(compiled_group_module, "_COMPILING", {})
+    monkeypatch.setattr(compiled_module, "_COMPILING", {})
     requested = []
-    monkeypatch.setattr(compiled_group_module, "compile_group_step_async", lambda *key: requested.append(key) or
-                        compiled_group_module.Future())  # fmt: skip
+    monkeypatch.setattr(compiled_module, "compile_in_subprocess", lambda *key: requested.append(key) or
+                        threading.Event().wait())  # fmt: skip
     params0, grads = problem(torch.float32, steps=2, seed=4)
     params = [p.clone().requires_grad_(True) for p in params0]
     saved = AlphaGrad(params, lr=0.05, alpha=2.0).state_dict()
-    saved["param_groups"][0]["flat_steps"] = 50  # as written by a run at step 50
+    saved["param_groups"][0]["eager_steps"] = 50  # as written by a run at step 50
     opt = AlphaGrad(params, lr=0.05, alpha=2.0)
     opt.load_state_dict(saved)
     for step_grads in grads:
         for p, g in zip(params, step_grads, strict=True):
             p.grad = g.clone()
         opt.step()
-    assert opt.last_impls == ("flat",) and opt.param_groups[0]["flat_steps"] == 52
+    assert opt.last_impls == ("flat",) and opt.param_groups[0]["eager_steps"] == 52
     assert len(requested) == 1  # once, at the first step after the resume

@@ -7,6 +7,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -21,8 +22,6 @@ from lightning_alphagrad.optim.grad_stats import cached_grad_norms
 from lightning_alphagrad.optim.kernels import (
     CompiledGroupStep,
     FlatLayout,
-    compiled_alphagrad,
-    compiler_works,
     flat_alphagrad,
     flat_eligible,
     foreach_alphagrad,
@@ -37,18 +36,22 @@ __all__ = ["AlphaGrad", "Impl", "NonFiniteGradientError"]
 SKIPPED_STEPS_KEY = "skipped_steps"
 Impl = Literal["auto", "reference", "foreach", "flat", "compiled"]
 IMPLS: tuple[str, ...] = ("auto", "reference", "foreach", "flat", "compiled")
-# On a CPU, groups up to this many elements take the flat kernel (dispatch-bound); larger ones the compiled kernel
-# (memory-bound), whose per-tensor call overhead (~20 us) no longer matters there.
+# On a CPU, groups up to this many elements take the flat kernel (dispatch-bound: nothing to compile); larger ones the
+# compiled graph (memory-bound), from a fixed step on (see below).
 FLAT_MAX_NUMEL = 1 << 18
-# With impl="auto", an optimizer whose single group takes the flat kernel compiles the whole-group graph on a
-# background thread from its AUTO_COMPILE_START-th flat step in a row on, and switches to it at its
-# AUTO_COMPILE_AFTER-th, always that step, so results never depend on how fast the compiler is. Compiling takes
-# seconds, 30-45 s with a cold compiler cache; the 40,000 steps between take longer than that in RL training
-# (milliseconds each), so the switch does not wait there. Runs shorter than AUTO_COMPILE_START steps never compile;
-# long runs end on the fastest kernel.
+# With impl="auto", a group switches to its compiled graph at a fixed step, so results never depend on how fast the
+# compiler is; the graph compiles in a subprocess meanwhile (seconds, 30-45 s with a cold compiler cache) and
+# an eager kernel stands in until the switch, which waits only if the compilation is not done by then.
+# - An optimizer whose single group takes the flat kernel starts compiling the whole-step graph at its
+#   AUTO_COMPILE_START-th flat step in a row and switches at its AUTO_COMPILE_AFTER-th: the 40,000 steps between take
+#   longer than compiling in RL training (milliseconds each); runs shorter than AUTO_COMPILE_START never compile.
+# - A group of more than FLAT_MAX_NUMEL elements starts compiling its graph at its first step and runs the foreach
+#   kernel until it has stepped LARGE_COMPILE_ELEMENTS elements (steps x its elements): 1,000 steps of a 25M-element
+#   group, 29,000 of a 860k one; at the foreach kernel's ~0.55 Gelem/s on one core, ~45 s, more than a cold compile.
 AUTO_COMPILE_START = 10_000
 AUTO_COMPILE_AFTER = 50_000
-FLAT_STEPS_KEY = "flat_steps"
+LARGE_COMPILE_ELEMENTS = 25_000_000_000
+EAGER_STEPS_KEY = "eager_steps"  # per group: consecutive steps on the eager kernel standing in for the graph
 _log = logging.getLogger(__name__)
 
 
@@ -118,13 +121,16 @@ class AlphaGrad(Optimizer):
             complex). ``"flat"``: all gradients of a group in one vector, a handful of whole-vector ops (CPU, RL-sized
             networks, nothing to compile). ``"compiled"`` (fp32/fp64, needs a working ``torch.compile``): an optimizer
             with one group of at most 2**18 elements runs its whole step as one compiled graph (the fastest choice for
-            RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one fused
-            compiled loop per tensor. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up to 2**18 elements and
-            ``"compiled"`` above (``"foreach"`` if compilation fails); an optimizer with one such small group switches
-            to the whole-group compiled graph at its 50,000th flat step in a row, compiled on a background thread from
-            step 10,000 on (see ``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short runs never compile;
-            results agree within the fast-tanh tolerance); ``"foreach"`` elsewhere; ``"reference"``/``"foreach"`` where
-            the flat or compiled kernel does not apply (mixed or low-precision dtypes, complex).
+            RL networks on a CPU, after a one-time compilation of seconds); larger or several groups run one compiled
+            graph per group on norms computed beforehand. ``"auto"`` (default): on a CPU, ``"flat"`` for groups up
+            to 2**18 elements and ``"compiled"`` above, each from a fixed step on and compiled in a subprocess
+            before (results never depend on the compiler's speed and agree within the fast-tanh tolerance): an
+            optimizer with one small group switches from ``"flat"`` to the whole-step graph at its 50,000th flat step
+            in a row, compiled from step 10,000 on (``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short
+            runs never compile); a large group runs ``"foreach"`` until it has stepped 2.5e10 elements, e.g. 1,000
+            steps of 25M elements (``LARGE_COMPILE_ELEMENTS``);
+            a compiler that fails leaves them on the eager kernels with one warning. ``"foreach"`` on other devices
+            and where the flat or compiled kernel does not apply (mixed or low-precision dtypes, complex, sharded).
         fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:
             sigmoid-based (flat), rational (compiled, fp32) or exp-based (compiled, fp64); absolute error < 1e-6 in
             fp32. ``None`` (default) turns it on for those kernels; the others always use ``torch.tanh``.
@@ -171,10 +177,11 @@ class AlphaGrad(Optimizer):
         )
         self._validate_group(defaults)
         self.on_nonfinite = on_nonfinite
-        self._flat_layouts: dict[int, FlatLayout] = {}
+        self._flat_layouts: dict[int, FlatLayout] = {}  # by group index
+        self._layout_kernels: dict[int, str] = {}  # the kernel each layout was made for: "flat" or "compiled"
         self._group_steps: dict[int, CompiledGroupStep] = {}
         self._compiler_failed = False
-        self._compiling = False  # the whole-group graph was handed to the background compiler
+        self._compiling = False  # the single group's whole-step graph was handed to the background compiler
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate_group(group)
@@ -203,7 +210,7 @@ class AlphaGrad(Optimizer):
         self._validate_group(group)
         check_not_fsdp1(group["params"])
         group.setdefault(SKIPPED_STEPS_KEY, 0)
-        group.setdefault(FLAT_STEPS_KEY, 0)
+        group.setdefault(EAGER_STEPS_KEY, 0)
 
     @property
     def last_impls(self) -> tuple[str, ...]:
@@ -245,16 +252,17 @@ class AlphaGrad(Optimizer):
             self._handle_nonfinite()
             return loss
         for step in prepared:
-            step.run(self.state)
+            step.run(self)
         self._last_impls = tuple(step.impl for step in prepared)
-        # Consecutive steps of a single group on the flat kernel (see AUTO_COMPILE_AFTER); kept in the group so that a
-        # resumed run switches kernels at the same step as an uninterrupted one.
+        # Kept in the groups, so that a resumed run switches kernels at the same step as an uninterrupted one.
+        for step in prepared:
+            if step.stands_in or step.impl != "compiled":
+                step.group[EAGER_STEPS_KEY] = step.group[EAGER_STEPS_KEY] + 1 if step.stands_in else 0
         group = self.param_groups[0]
-        group[FLAT_STEPS_KEY] = group[FLAT_STEPS_KEY] + 1 if self._last_impls == ("flat",) else 0
-        flat_steps = group[FLAT_STEPS_KEY]
+        flat_steps = group[EAGER_STEPS_KEY] if self._last_impls == ("flat",) else 0
         if AUTO_COMPILE_START <= flat_steps < AUTO_COMPILE_AFTER and group["impl"] == "auto" and not self._compiling:
             # (a resumed run past AUTO_COMPILE_START starts compiling at its first step, not at the switch)
-            self._group_step(group, self._flat_layouts[0]).compile_in_background(group["weight_decay"] != 0)
+            self._group_step(0, group, self._flat_layouts[0], False).compile_in_background(group["weight_decay"] != 0)
             self._compiling = True
         return loss
 
@@ -273,60 +281,79 @@ class AlphaGrad(Optimizer):
 
     def _group_kernel(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
         """The kernel of one group and its inputs (``None``: no gradients); see :meth:`_select_kernels`."""
-        layout = self._flat_layouts.get(index)
+        layout, impl = self._flat_layouts.get(index), self._layout_kernels.get(index)
         grads = None
-        if layout is not None and group["impl"] in ("auto", "flat") and group["foreach"] is None:
+        if layout is not None and group["impl"] in ("auto", impl) and group["foreach"] is None:
             grads = layout.gradients(group["params"])  # the common case, checked in one pass
         if grads is not None:
-            params, impl = layout.params, "flat"  # type: ignore[union-attr]
+            params = layout.params  # type: ignore[union-attr]
         else:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 return None
             impl = _choose_impl(group, params)
-            if impl == "flat":
+            if impl in ("flat", "compiled"):
                 if layout is None or layout.gradients(params) is None:
                     layout = self._flat_layouts[index] = FlatLayout(params)
+                self._layout_kernels[index] = impl
                 grads = layout.gradients(params)
-            elif impl == "compiled":
-                grads = _uniform_grads(params)
         has_buffer = False
-        if impl == "flat" and grads is not None and group["momentum"] > 0:
+        if impl in ("flat", "compiled") and grads is not None and group["momentum"] > 0:
             bound = layout.bind_momentum(self.state)  # type: ignore[union-attr]
             grads, has_buffer = (None, False) if bound is None else (grads, bound)
+        stands_in = impl == "flat" and len(self.param_groups) == 1  # for the whole-step graph (AUTO_COMPILE_AFTER)
+        if impl == "compiled" and group["impl"] == "auto" and not self._large_group_compiled(index, group, layout):
+            grads, stands_in = None, not self._compiler_failed
         if impl in ("flat", "compiled") and grads is None:
             impl = "foreach" if len(params) > 1 else "reference"
-        return _GroupStep(group, impl, params, layout if impl == "flat" else None, grads, has_buffer)
+        step = _GroupStep(group, index, impl, params, layout, grads, has_buffer)  # type: ignore[arg-type]
+        step.stands_in = stands_in
+        return step
+
+    def _large_group_compiled(self, index: int, group: dict[str, Any], layout: FlatLayout) -> bool:
+        """Whether ``impl="auto"``'s large group ``index`` runs its compiled graph this step: once its steps in a row
+        on the eager stand-in times its elements reach ``LARGE_COMPILE_ELEMENTS``, the graph compiled (waits for it
+        then)."""
+        if self._compiler_failed:
+            return False
+        compiling = self._group_step(index, group, layout, True).compile_in_background(group["weight_decay"] != 0)
+        return group[EAGER_STEPS_KEY] * sum(layout.numels) >= LARGE_COMPILE_ELEMENTS and self._compiled(compiling)
 
     def _runs_whole_group(self, group: dict[str, Any]) -> bool:
         """Whether the only group's step is tried as one compiled graph: ``impl="compiled"``, or ``"auto"`` once the
         group has taken ``AUTO_COMPILE_AFTER`` flat steps in a row and its graph compiled (waits for it then)."""
         if group["impl"] == "compiled":
             return True
-        if group["impl"] != "auto" or group[FLAT_STEPS_KEY] < AUTO_COMPILE_AFTER or self._compiler_failed:
+        if group["impl"] != "auto" or group[EAGER_STEPS_KEY] < AUTO_COMPILE_AFTER or self._compiler_failed:
             return False
         layout = self._flat_layouts.get(0)
         if layout is None:  # a run resumed past the switch: no flat step made the layout in this process
             layout = self._new_whole_group_layout(group)
             if layout is None:
                 return False
-        compiling = self._group_step(group, layout).compile_in_background(group["weight_decay"] != 0)
+        compiling = self._group_step(0, group, layout, False).compile_in_background(group["weight_decay"] != 0)
+        return self._compiled(compiling)
+
+    def _compiled(self, compiling: Future) -> bool:
+        """Wait for a graph's compilation; ``False`` (with one warning, and no compiling from then on) if it failed."""
         if not compiling.done():
-            _log.info("AlphaGrad: waiting for the compiled whole-group step (compiling since step %d)",
-                      AUTO_COMPILE_START)  # fmt: skip
+            _log.info("AlphaGrad: waiting for the compiled step to finish compiling")
         error = compiling.exception()
         if error is not None:
             self._compiler_failed = True
             warnings.warn(f"AlphaGrad: the compiled step is unavailable here ({type(error).__name__}: {error}); "
-                          "staying on the flat kernel", RuntimeWarning, stacklevel=3)  # fmt: skip
+                          "staying on the eager kernels", RuntimeWarning, stacklevel=4)  # fmt: skip
         return error is None
 
-    def _group_step(self, group: dict[str, Any], layout: FlatLayout) -> CompiledGroupStep:
-        """The compiled step of the only group for ``layout`` and the group's current flags (made anew on change)."""
-        flags = (group["momentum"] > 0, group["nesterov"], group["size_aware"], group["fast_tanh"] is not False)
-        compiled = self._group_steps.get(0)
+    def _group_step(
+        self, index: int, group: dict[str, Any], layout: FlatLayout, norms_given: bool
+    ) -> CompiledGroupStep:
+        """The compiled step of group ``index`` for ``layout`` and the group's current flags (made anew on change)."""
+        flags = (group["momentum"] > 0, group["nesterov"], group["size_aware"], group["fast_tanh"] is not False,
+                 norms_given)  # fmt: skip
+        compiled = self._group_steps.get(index)
         if compiled is None or compiled.layout is not layout or not compiled.matches(*flags):
-            compiled = self._group_steps[0] = CompiledGroupStep(layout, *flags)
+            compiled = self._group_steps[index] = CompiledGroupStep(layout, *flags)
         return compiled
 
     def _whole_group_inputs(self, group: dict[str, Any]) -> _WholeGroupGraph | None:
@@ -348,9 +375,8 @@ class AlphaGrad(Optimizer):
     def _run_whole_group(self, graph: _WholeGroupGraph) -> bool:
         """Run the compiled graph; whether the gradients were finite (if not, nothing moved)."""
         group, layout = graph.group, graph.layout
-        compiled = self._group_step(group, layout)
-        keys = ("lr", "alpha", "momentum", "dampening", "weight_decay", "eps", "maximize")
-        finite = compiled(graph.grads, graph.has_buffer, **{key: group[key] for key in keys})
+        compiled = self._group_step(0, group, layout, False)
+        finite = compiled(graph.grads, None, graph.has_buffer, **_compiled_hyper(group))
         if group["momentum"] > 0 and not graph.has_buffer:
             if finite:
                 layout.publish_momentum(self.state)
@@ -360,13 +386,12 @@ class AlphaGrad(Optimizer):
 
     def _new_whole_group_layout(self, group: dict[str, Any]) -> FlatLayout | None:
         """A flat layout of the only group's parameters with gradients, or ``None`` where the whole-group graph does not
-        apply (no gradients, too many elements, mixed dtypes, no working compiler)."""
+        apply (no gradients, too many elements, mixed dtypes)."""
         params = [p for p in group["params"] if p.grad is not None]
         if not params or sum(p.numel() for p in params) > FLAT_MAX_NUMEL or not flat_eligible(params):
             return None
-        if not compiler_works(params[0].device.type, params[0].dtype):
-            return None
         layout = self._flat_layouts[0] = FlatLayout(params)
+        self._layout_kernels[0] = "flat"
         return layout
 
     def _masked_step(self) -> None:
@@ -427,31 +452,29 @@ class _GroupStep:
     def __init__(
         self,
         group: dict[str, Any],
+        index: int,
         impl: str,
         params: list[Tensor],
-        layout: FlatLayout | None,
+        layout: FlatLayout,
         grads: list[Tensor] | None,
         has_buffer: bool,
     ) -> None:
-        """``grads``: the gradients as the flat and compiled kernels take them (``None`` for the per-tensor ones);
-        ``has_buffer``: whether the flat layout holds the previous steps' momentum."""
-        self.group, self.impl, self.params, self.layout = group, impl, params, layout
+        """``index``: of the group; ``layout``: its flat layout (the flat and compiled kernels'), ``grads``: the
+        gradients as those kernels take them (``None`` for the per-tensor ones); ``has_buffer``: whether the layout
+        holds the previous steps' momentum."""
+        self.group, self.index, self.impl, self.params, self.layout = group, index, impl, params, layout
         self.grads: list[Tensor] = grads or []
         self.bufs: list[Tensor | None] = []
         self.norms: Tensor | list[Tensor] = []
         self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
         self.has_buffer = has_buffer
         self.numels: list[int] | None = None  # of the whole tensors, when the kernel gets local shards
+        self.stands_in = False  # an eager kernel in place of a compiled graph not yet switched to (AUTO_COMPILE_AFTER)
 
     def prepare(self, optimizer: AlphaGrad) -> _GroupStep:
         """Compute the gradient norms (or take those already computed for these gradients in this step, see
         :func:`~lightning_alphagrad.optim.grad_stats.cached_grad_norms`) and the per-tensor kernels' inputs."""
-        state = optimizer.state
-        group = self.group
         if self.impl in ("flat", "compiled"):
-            if self.impl == "compiled":
-                momentum = group["momentum"]
-                self.bufs = [state[p].get("momentum_buffer") if momentum > 0 else None for p in self.params]
             self.norms = torch.stack(cached_grad_norms(optimizer, self.grads) or grad_norms(self.grads))
             self.norm_sum = sum(self.norms.tolist()) if self.norms.device.type == "cpu" else self.norms.sum()
             return self
@@ -460,44 +483,33 @@ class _GroupStep:
         full_grads = [p.grad for p in self.params if p.grad is not None]
         if isinstance(self.params[0], DTensor):
             self.numels = [torch.view_as_real(g).numel() if g.is_complex() else g.numel() for g in full_grads]
-        self.params, self.grads, self.bufs = _gather(state, group, self.params)
+        self.params, self.grads, self.bufs = _gather(optimizer.state, self.group, self.params)
         # the shared norms come from grad_norms' foreach form: only the foreach kernel computes its norms that way
         shared = cached_grad_norms(optimizer, full_grads) if self.impl == "foreach" else None
         self.norms = shared or grad_norms(full_grads, self.impl == "foreach")
         self.norm_sum = _sum_norms(self.norms)
         return self
 
-    def run(self, state: dict[Any, Any]) -> None:
-        group = self.group
-        fast_tanh = group["fast_tanh"] is not False
+    def run(self, optimizer: AlphaGrad) -> None:
+        group, layout = self.group, self.layout
         if self.impl == "flat":
-            layout = self.layout
-            flat_alphagrad(
-                layout,  # type: ignore[arg-type]
-                self.grads,
-                self.norms,  # type: ignore[arg-type]
-                self.has_buffer,
-                StepHyper.of(group),
-                maximize=group["maximize"],
-                fast_tanh=fast_tanh,
-            )
-            if group["momentum"] > 0 and not self.has_buffer:
-                layout.publish_momentum(state)  # type: ignore[union-attr]
+            flat_alphagrad(layout, self.grads, self.norms, self.has_buffer, StepHyper.of(group),  # type: ignore[arg-type]
+                           maximize=group["maximize"], fast_tanh=group["fast_tanh"] is not False)  # fmt: skip
         elif self.impl == "compiled":
-            compiled_alphagrad(
-                self.params,
-                self.grads,
-                self.bufs,
-                self.norms,  # type: ignore[arg-type]
-                StepHyper.of(group),
-                maximize=group["maximize"],
-                fast_tanh=fast_tanh,
-            )
-            _store_buffers(state, group, self.params, self.bufs)
+            compiled = optimizer._group_step(self.index, group, layout, True)
+            compiled(self.grads, self.norms, self.has_buffer, **_compiled_hyper(group))  # type: ignore[arg-type]
         else:
             kernel = foreach_alphagrad if self.impl == "foreach" else single_tensor_alphagrad
             kernel(self.params, self.grads, self.bufs, self.norms, StepHyper.of(group), numels=self.numels)  # type: ignore[arg-type]
-            _store_buffers(state, group, [p for p in group["params"] if p.grad is not None], self.bufs)
+            _store_buffers(optimizer.state, group, [p for p in group["params"] if p.grad is not None], self.bufs)
+            return
+        if group["momentum"] > 0 and not self.has_buffer:
+            layout.publish_momentum(optimizer.state)
+
+
+def _compiled_hyper(group: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments :class:`CompiledGroupStep` takes from a param group."""
+    return {key: group[key] for key in ("lr", "alpha", "momentum", "dampening", "weight_decay", "eps", "maximize")}
 
 
 def _choose_impl(group: dict[str, Any], params: list[Tensor]) -> str:
@@ -518,20 +530,8 @@ def _choose_impl(group: dict[str, Any], params: list[Tensor]) -> str:
     if isinstance(first, DTensor):  # sharded: the kernels run on the local shards
         return "foreach" if len(params) > 1 else "reference"
     if first.device.type == "cpu" and flat_eligible(params):
-        if sum(p.numel() for p in params) <= FLAT_MAX_NUMEL:
-            return "flat"
-        if compiler_works(first.device.type, first.dtype):
-            return "compiled"
+        return "flat" if sum(p.numel() for p in params) <= FLAT_MAX_NUMEL else "compiled"
     return "foreach" if len(params) > 1 else "reference"
-
-
-def _uniform_grads(params: list[Tensor]) -> list[Tensor] | None:
-    """The gradients if all are dense and of their parameter's dtype (else ``None``: use a per-tensor kernel)."""
-    grads = [p.grad for p in params]
-    dtype = params[0].dtype
-    if all(g.layout == torch.strided and g.dtype == dtype for g in grads):  # type: ignore[union-attr]
-        return grads  # type: ignore[return-value]
-    return None
 
 
 def _gather(

@@ -1,8 +1,7 @@
 """AlphaGrad's update kernels: a readable reference and the fast paths that are tested against it."""
 
-from lightning_alphagrad.optim.kernels.compiled import compiled_alphagrad, compiler_works
-from lightning_alphagrad.optim.kernels.compiled_group import CompiledGroupStep
-from lightning_alphagrad.optim.kernels.fast_tanh import exp_tanh, rational_tanh, sigmoid_tanh_
+from lightning_alphagrad.optim.kernels.compiled import CompiledGroupStep
+from lightning_alphagrad.optim.kernels.fast_tanh import exp_tanh, rational_tanh, sigmoid_tanh_, tanh_fast_or_exact
 from lightning_alphagrad.optim.kernels.flat import FlatLayout, flat_alphagrad, flat_eligible
 from lightning_alphagrad.optim.kernels.foreach import foreach_alphagrad
 from lightning_alphagrad.optim.kernels.reference import single_tensor_alphagrad
@@ -10,8 +9,6 @@ from lightning_alphagrad.optim.kernels.reference import single_tensor_alphagrad
 __all__ = [
     "CompiledGroupStep",
     "FlatLayout",
-    "compiled_alphagrad",
-    "compiler_works",
     "exp_tanh",
     "flat_alphagrad",
     "flat_eligible",
@@ -19,4 +16,5 @@ __all__ = [
     "rational_tanh",
     "sigmoid_tanh_",
     "single_tensor_alphagrad",
+    "tanh_fast_or_exact",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["exp_tanh", "rational_tanh", "sigmoid_tanh_"]
+__all__ = ["exp_tanh", "rational_tanh", "sigmoid_tanh_", "tanh_fast_or_exact"]
 
 
 def rational_tanh(x: Tensor) -> Tensor:
@@ -63,3 +63,10 @@ def sigmoid_tanh_(doubled: Tensor) -> Tensor:
     Takes ``2 * x`` so callers fold the factor 2 into a multiplication they do anyway.
     """
     return doubled.sigmoid_().mul_(2.0).sub_(1.0)
+
+
+def tanh_fast_or_exact(x: Tensor, fast_tanh: bool) -> Tensor:
+    """tanh: exact, or the fastest form accurate to the dtype (rational in fp32, exp-based in fp64)."""
+    if not fast_tanh:
+        return torch.tanh(x)
+    return rational_tanh(x) if x.dtype == torch.float32 else exp_tanh(x)
