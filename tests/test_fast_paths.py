@@ -62,14 +62,17 @@ COMPILED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("groups", [1, 2])  # one: the whole step in one graph; two: norms given, a graph per group
+# one small group: the whole step in one graph; two groups, or one large group: a graph per group on given norms
+@pytest.mark.parametrize("groups,large", [(1, False), (2, False), (1, True)])
 @pytest.mark.parametrize("dtype,fast_tanh,tol,config", COMPILED_CASES)
-def test_compiled_path_matches_reference(dtype, fast_tanh, tol, config, groups, device):
+def test_compiled_path_matches_reference(monkeypatch, dtype, fast_tanh, tol, config, groups, large, device):
+    if large:
+        monkeypatch.setattr(alphagrad_module, "FLAT_MAX_NUMEL", 10)  # the problem's 1,266 elements count as large
     params0, grads = problem(dtype, device=device)
     expected, bufs = reference_steps(params0, grads, **config)
     params, opt = run(params0, grads, groups, impl="compiled", fast_tanh=fast_tanh, **config)
     assert opt.last_impls == ("compiled",) * groups
-    assert {step.flags[-1] for step in opt._group_steps.values()} == {groups == 2}  # norms given
+    assert {step.flags[-1] for step in opt._group_steps.values()} == {groups == 2 or large}  # norms given
     assert_matches(params, opt, expected, bufs, tol)
 
 

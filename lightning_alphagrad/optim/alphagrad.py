@@ -361,7 +361,9 @@ class AlphaGrad(Optimizer):
         does not apply this step: too many elements, no gradients, mixed dtypes, non-contiguous gradients, momentum
         buffers for only some parameters."""
         layout = self._flat_layouts.get(0)
-        grads = layout.gradients(group["params"]) if layout is not None else None
+        grads = None
+        if layout is not None and sum(layout.numels) <= FLAT_MAX_NUMEL:  # (a large group's layout: not this graph)
+            grads = layout.gradients(group["params"])
         if grads is None:
             layout = self._new_whole_group_layout(group)
             grads = layout.gradients(layout.params) if layout is not None else None
