@@ -11,6 +11,7 @@ import torch
 from alphagrad_reference import assert_matches, reference_steps, run
 
 from lightning_alphagrad import AlphaGrad, NonFiniteGradientError
+from lightning_alphagrad.optim.functional import DOT_MIN_NUMEL, grad_norm, grad_norms
 
 
 def random_problem(dtype: torch.dtype, steps: int = 4, seed: int = 0, device: torch.device | str = "cpu"):
@@ -283,3 +284,18 @@ def test_compiled_step_has_no_graph_break_and_matches_eager():
         assert torch.equal(p.detach(), b)
         assert torch.equal(compiled_opt.state[p]["momentum_buffer"], buf)
     assert compiled_opt.skipped_steps == 1
+
+
+def test_norms_of_large_tensors_are_closer_to_the_exact_norm_than_torch_norms():
+    """Above DOT_MIN_NUMEL elements a dense fp32 gradient's norm is sqrt(dot(g, g)) (faster with several threads);
+    both forms agree with the fp64 norm, dot at least as closely; small and non-contiguous tensors keep vector_norm."""
+    gen = torch.Generator().manual_seed(11)
+    large = torch.randn(DOT_MIN_NUMEL + 1000, generator=gen) * 1e-3
+    small = torch.randn(300, generator=gen)
+    strided = torch.randn(2 * DOT_MIN_NUMEL + 2000, generator=gen)[::2]
+    norms = grad_norms([large, small, strided])
+    assert grad_norm(large).item() == norms[0].item() == torch.dot(large, large).sqrt().item()
+    assert norms[1].item() == torch.linalg.vector_norm(small).item()
+    assert norms[2].item() == torch.linalg.vector_norm(strided).item()
+    exact = large.double().norm().item()
+    assert abs(norms[0].item() - exact) <= max(abs(torch.linalg.vector_norm(large).item() - exact), 2e-7 * exact)
