@@ -304,7 +304,7 @@ class SaturationTargetAlpha(AlphaScheduler):
 
     Every ``every`` steps it computes, from the gradients still held in ``p.grad`` (Lightning calls
     ``scheduler.step()`` right after ``optimizer.step()`` and before the next ``zero_grad``), the update exactly as
-    AlphaGrad does (:func:`~lightning_alphagrad.optim.kernels.flat.normalized_tanh_update_`, the flat kernel's
+    AlphaGrad does (:func:`~lightning_alphagrad.optim.functional.normalized_tanh_update_flat_`, the flat kernel's
     function, with the group's alpha, eps and size_aware) and the saturation ``s`` = fraction of components with
     ``|u| >= threshold`` over all tensors of the group. Then
 

@@ -15,8 +15,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.optim import alphagrad as alphagrad_module
+from lightning_alphagrad.optim.fast_tanh import exp_tanh, rational_tanh, sigmoid_tanh_
 from lightning_alphagrad.optim.kernels import compiled as compiled_module
-from lightning_alphagrad.optim.kernels import exp_tanh, rational_tanh, sigmoid_tanh_
 
 torch.set_num_threads(1)
 

@@ -20,7 +20,7 @@ class TanhSaturationMonitor(OptimizerStepMonitor):
     """Logs, for AlphaGrad optimizers, the saturated fraction and the mean ``|u|`` of the update, on logging steps.
 
     ``u = tanh(alpha_t * g / (||g|| + eps))`` is computed for every tensor by
-    :func:`~lightning_alphagrad.optim.kernels.flat.normalized_tanh_update_`, the function of the optimizer's flat
+    :func:`~lightning_alphagrad.optim.functional.normalized_tanh_update_flat_`, the function of the optimizer's flat
     kernel (tested equal to the reference kernel), with ``torch.tanh`` and with each
     group's current ``alpha``, ``eps`` and ``size_aware``, on the gradients the step receives (see
     :class:`~lightning_alphagrad.callbacks.GradNormMonitor` for which ones). A fraction near 1 means AlphaGrad acts

@@ -8,6 +8,11 @@ For one parameter tensor with gradient ``g`` (any shape, ``n = g.numel()`` eleme
 where ``alpha_t = alpha`` or, with ``size_aware=True``, ``alpha_t = alpha * sqrt(n)``. Since ``||g~|| < 1`` the entries
 of ``g~`` have size ``~1/sqrt(n)``, so a fixed ``alpha`` bends tanh much less on big tensors than on small ones;
 ``alpha * sqrt(n)`` makes ``alpha`` the steepness applied to the RMS-normalized gradient ``sqrt(n) * g~``.
+
+``u`` in three forms: of one tensor (:func:`normalized_tanh_update`, the reference kernel's), of a list of tensors
+(:func:`normalized_tanh_updates`, ``_foreach`` ops) and of gradients stored one after another in a flat vector, in
+place (:func:`normalized_tanh_update_flat_`, the flat kernel's and the monitors'). The compiled kernel traces the same
+arithmetic into its graph.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lightning_alphagrad.optim.fast_tanh import sigmoid_tanh_
 from lightning_alphagrad.optim.sharded import local, shard_group
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "grad_norms",
     "indices_by_device_and_dtype",
     "normalized_tanh_update",
+    "normalized_tanh_update_flat_",
     "normalized_tanh_updates",
     "upcast_dtype",
 ]
@@ -176,3 +183,27 @@ def normalized_tanh_updates(
         torch._foreach_mul_(updates, alpha)
     torch._foreach_tanh_(updates)
     return updates
+
+
+def normalized_tanh_update_flat_(
+    flat: Tensor, numels: list[int], norms: Tensor, steepness: Tensor | float, eps: float, *, fast_tanh: bool
+) -> list[Tensor]:
+    """In place: ``flat <- u = tanh(alpha_t * g / (||g|| + eps))`` for gradients stored one after another.
+
+    Args:
+        flat: 1-D, the gradients ``g`` of one group (segment ``i`` holds ``numels[i]`` elements), in the compute dtype.
+        norms: 1-D, ``||g||`` per segment (as from :func:`~lightning_alphagrad.optim.functional.grad_norms`).
+        steepness: ``alpha_t``, one number or 1-D per segment (``alpha * sqrt(numel)`` when size-aware).
+        fast_tanh: ``2 * sigmoid(2x) - 1`` (abs. error < 1e-6) instead of ``torch.tanh``.
+
+    Returns:
+        The segments of ``flat`` (views), i.e. ``u`` of every gradient, flattened.
+    """
+    scale = torch.div(steepness * 2.0 if fast_tanh else steepness, norms.add(eps))
+    segments = flat.split(numels)
+    torch._foreach_mul_(segments, scale.unbind())
+    if fast_tanh:
+        sigmoid_tanh_(flat)
+    else:
+        flat.tanh_()
+    return list(segments)

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_alphagrad.optim.functional import effective_alpha, grad_norms, upcast_dtype
-from lightning_alphagrad.optim.kernels.flat import flatten, normalized_tanh_update_
+from lightning_alphagrad.optim.functional import effective_alpha, grad_norms, normalized_tanh_update_flat_, upcast_dtype
+from lightning_alphagrad.optim.kernels.flat import flatten
 from lightning_alphagrad.optim.sharded import local
 
 __all__ = ["FlatMagnitudes", "GradEntry", "cached_grad_norms", "step_grad_norms", "update_magnitudes"]
@@ -109,7 +109,7 @@ class FlatMagnitudes(NamedTuple):
 @torch.no_grad()
 def update_magnitudes(optimizer: Optimizer, entries: list[GradEntry], norms: list[Tensor]) -> list[FlatMagnitudes]:
     """``|u|``: the update AlphaGrad makes from these gradients with each group's current ``alpha``, ``eps`` and
-    ``size_aware``, computed by :func:`~lightning_alphagrad.optim.kernels.flat.normalized_tanh_update_` (the flat
+    ``size_aware``, computed by :func:`~lightning_alphagrad.optim.functional.normalized_tanh_update_flat_` (the flat
     kernel's function, here with ``torch.tanh``) on one flat copy of the gradients per group, device and dtype.
     Sharded gradients: ``u`` of the local shards, with the full tensors' ``norms`` and sizes (so with the values the
     optimizer uses); sum what is derived from them with ``sharded.sum_over_shards``."""
@@ -128,6 +128,6 @@ def update_magnitudes(optimizer: Optimizer, entries: list[GradEntry], norms: lis
             alphas = [effective_alpha(alpha, entries[i].grad.numel(), True) for i in indices]
             steepness = torch.tensor(alphas, dtype=flat.dtype, device=flat.device)
         group_norms = torch.stack([norms[i] for i in indices]).to(flat.dtype)
-        normalized_tanh_update_(flat, numels, group_norms, steepness, group["eps"], fast_tanh=False)
+        normalized_tanh_update_flat_(flat, numels, group_norms, steepness, group["eps"], fast_tanh=False)
         result.append(FlatMagnitudes(indices, numels, flat.abs_()))
     return result

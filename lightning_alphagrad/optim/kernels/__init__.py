@@ -1,7 +1,6 @@
 """AlphaGrad's update kernels: a readable reference and the fast paths that are tested against it."""
 
 from lightning_alphagrad.optim.kernels.compiled import CompiledGroupStep
-from lightning_alphagrad.optim.kernels.fast_tanh import exp_tanh, rational_tanh, sigmoid_tanh_, tanh_fast_or_exact
 from lightning_alphagrad.optim.kernels.flat import FlatLayout, flat_alphagrad, flat_eligible
 from lightning_alphagrad.optim.kernels.foreach import foreach_alphagrad
 from lightning_alphagrad.optim.kernels.reference import single_tensor_alphagrad
@@ -9,12 +8,8 @@ from lightning_alphagrad.optim.kernels.reference import single_tensor_alphagrad
 __all__ = [
     "CompiledGroupStep",
     "FlatLayout",
-    "exp_tanh",
     "flat_alphagrad",
     "flat_eligible",
     "foreach_alphagrad",
-    "rational_tanh",
-    "sigmoid_tanh_",
     "single_tensor_alphagrad",
-    "tanh_fast_or_exact",
 ]

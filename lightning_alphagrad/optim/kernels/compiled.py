@@ -5,7 +5,7 @@ every element several times with a slow ``tanh``. Here the group's step is trace
 (``make_fx``) and compiled by inductor without dynamo, hence without guard checks on each call; the caller
 (``AlphaGrad``) guarantees what the guards would check: the same parameter tensors on the same storage, dense
 contiguous gradients of their dtype. The elementwise work of each tensor (scale, tanh, momentum, update) is one fused
-loop, with :func:`~lightning_alphagrad.optim.kernels.fast_tanh.rational_tanh` (fp32) or ``exp_tanh`` (fp64) in place
+loop, with :func:`~lightning_alphagrad.optim.fast_tanh.rational_tanh` (fp32) or ``exp_tanh`` (fp64) in place
 of ``torch.tanh`` unless the exact one is asked for. Hyper-parameters enter as one tensor, so schedules never recompile.
 
 Two forms, by where the gradient norms come from:
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from lightning_alphagrad.optim.kernels.fast_tanh import tanh_fast_or_exact
+from lightning_alphagrad.optim.fast_tanh import tanh_fast_or_exact
 from lightning_alphagrad.optim.kernels.flat import FlatLayout
 
 __all__ = ["CompiledGroupStep", "compile_group_step", "compile_in_subprocess", "group_step"]

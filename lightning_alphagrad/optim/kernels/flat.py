@@ -17,10 +17,9 @@ import torch
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
-from lightning_alphagrad.optim.functional import StepHyper
-from lightning_alphagrad.optim.kernels.fast_tanh import sigmoid_tanh_
+from lightning_alphagrad.optim.functional import StepHyper, normalized_tanh_update_flat_
 
-__all__ = ["FlatLayout", "flat_alphagrad", "flat_eligible", "flatten", "normalized_tanh_update_"]
+__all__ = ["FlatLayout", "flat_alphagrad", "flat_eligible", "flatten"]
 
 FLAT_DTYPES = (torch.float32, torch.float64)
 
@@ -105,30 +104,6 @@ def flatten(grads: list[Tensor]) -> Tensor:
     return torch._utils._flatten_dense_tensors(grads)
 
 
-def normalized_tanh_update_(
-    flat: Tensor, numels: list[int], norms: Tensor, steepness: Tensor | float, eps: float, *, fast_tanh: bool
-) -> list[Tensor]:
-    """In place: ``flat <- u = tanh(alpha_t * g / (||g|| + eps))`` for gradients stored one after another.
-
-    Args:
-        flat: 1-D, the gradients ``g`` of one group (segment ``i`` holds ``numels[i]`` elements), in the compute dtype.
-        norms: 1-D, ``||g||`` per segment (as from :func:`~lightning_alphagrad.optim.functional.grad_norms`).
-        steepness: ``alpha_t``, one number or 1-D per segment (``alpha * sqrt(numel)`` when size-aware).
-        fast_tanh: ``2 * sigmoid(2x) - 1`` (abs. error < 1e-6) instead of ``torch.tanh``.
-
-    Returns:
-        The segments of ``flat`` (views), i.e. ``u`` of every gradient, flattened.
-    """
-    scale = torch.div(steepness * 2.0 if fast_tanh else steepness, norms.add(eps))
-    segments = flat.split(numels)
-    torch._foreach_mul_(segments, scale.unbind())
-    if fast_tanh:
-        sigmoid_tanh_(flat)
-    else:
-        flat.tanh_()
-    return list(segments)
-
-
 def flat_alphagrad(
     layout: FlatLayout,
     grads: list[Tensor],
@@ -152,7 +127,7 @@ def flat_alphagrad(
     work = flatten(grads)
     steep = -alpha if maximize else alpha
     steepness = layout.sqrt_numels * steep if size_aware else steep
-    segments = normalized_tanh_update_(work, layout.numels, norms, steepness, eps, fast_tanh=fast_tanh)
+    segments = normalized_tanh_update_flat_(work, layout.numels, norms, steepness, eps, fast_tanh=fast_tanh)
 
     direction = segments
     if momentum > 0:
