@@ -21,6 +21,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")  # before torch reads it
 
@@ -28,7 +29,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from lightning_alphagrad import AlphaGrad  # noqa: E402
-from lightning_alphagrad.cli import quiet_third_party  # noqa: E402
+from lightning_alphagrad.cli import config_model_args, quiet_third_party  # noqa: E402
 from lightning_alphagrad.optim import alphagrad as alphagrad_module  # noqa: E402
 from lightning_alphagrad.rl import PPO  # noqa: E402
 
@@ -66,10 +67,9 @@ def main() -> None:
     alphagrad_module.AUTO_COMPILE_START, alphagrad_module.AUTO_COMPILE_AFTER = args.compile_start, args.switch
     steps_per_iteration, env_steps_per_iteration = 20, 256  # 20 epochs of one minibatch of 8 envs x 32 steps
     iterations = -(-(args.switch + 2000) // steps_per_iteration)
-    model = PPO(env_id="CartPole-v1", total_timesteps=iterations * env_steps_per_iteration, num_envs=8, num_steps=32,
-                learning_rate=5e-4, num_minibatches=1, update_epochs=20, gamma=0.98, gae_lambda=0.8, ent_coef=0.0,
-                clip_vloss=False, normalize_observation=False, normalize_reward=False, optimizer="alphagrad",
-                alpha=98.0, momentum=0.9, num_eval_episodes=0, seed=0)  # fmt: skip
+    main_job = config_model_args(Path(__file__).resolve().parents[1] / "examples" / "configs" / "default.yaml")
+    model = PPO(**{**main_job, "total_timesteps": iterations * env_steps_per_iteration, "eval_interval": None,
+                   "num_eval_episodes": 0})  # fmt: skip
     times = StepTimes()
     began = time.perf_counter()
     L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

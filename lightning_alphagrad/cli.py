@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -31,7 +32,7 @@ from lightning_alphagrad import callbacks, schedules  # noqa: F401
 from lightning_alphagrad.optim import AlphaGrad  # noqa: F401
 from lightning_alphagrad.plotting import plot_learning_curves
 
-__all__ = ["AlphaGradCLI", "main"]
+__all__ = ["AlphaGradCLI", "config_model_args", "main"]
 
 
 class AlphaGradCLI(LightningCLI):
@@ -91,6 +92,13 @@ class AlphaGradCLI(LightningCLI):
             except ValueError:  # no episodic return was logged (not an RL run, or no episode finished)
                 continue
             print(f"Learning curve: {png}")
+
+
+def config_model_args(config: str | Path) -> dict[str, Any]:
+    """The ``model.init_args`` of a ``lightning-alphagrad fit`` config file, to build the same module in Python:
+    ``PPO(**{**config_model_args("examples/configs/default.yaml"), "seed": 3})``."""
+    with open(config) as file:
+        return dict(yaml.safe_load(file)["model"]["init_args"])
 
 
 def run_title(module: LightningModule, metrics_csv: Path) -> str:

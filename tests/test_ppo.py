@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 from ddp_script import assert_ranks_agree, run_on_two_ranks
+from example_scripts import EXAMPLES
 from gymnasium import spaces
 from helpers import params_of, quiet_trainer
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad.cli import config_model_args
 from lightning_alphagrad.rl import PPO
 
 torch.set_num_threads(1)
@@ -344,23 +346,11 @@ def test_lightning_cli_optimizer_overrides_the_argument() -> None:
 
 
 def test_cartpole_learns_within_30k_steps() -> None:
-    """Discrete PPO with the RL-Zoo CartPole settings: the deterministic policy balances >= 150 steps after 30k."""
-    model = PPO(
-        env_id="CartPole-v1",
-        num_envs=8,
-        num_steps=32,
-        total_timesteps=30_000,
-        learning_rate=1e-3,
-        num_minibatches=1,
-        update_epochs=20,
-        gamma=0.98,
-        gae_lambda=0.8,
-        clip_vloss=False,
-        normalize_observation=False,
-        normalize_reward=False,
-        num_eval_episodes=5,
-        seed=0,
-    )
+    """Discrete PPO with the RL-Zoo CartPole settings (the main job's config at the Zoo's learning rate) and Adam: the
+    deterministic policy balances >= 150 steps after 30k."""
+    zoo = {**config_model_args(EXAMPLES / "configs" / "default.yaml"), "learning_rate": 1e-3}
+    adam = {"total_timesteps": 30_000, "optimizer": "adam", "eval_interval": None, "num_eval_episodes": 5}
+    model = PPO(**{**zoo, **adam})
     fit_trainer = quiet_trainer(max_epochs=1)
     fit_trainer.fit(model)
     assert model.env_steps == 117 * 256

@@ -23,21 +23,14 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from lightning_alphagrad.cli import config_model_args
 from lightning_alphagrad.rl import PPO
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 PRESETS = {
     "cleanrl": dict(num_envs=4, num_steps=128, learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, ent_coef=0.01),
-    "zoo": dict(
-        num_envs=8,
-        num_steps=32,
-        learning_rate=1e-3,
-        num_minibatches=1,
-        update_epochs=20,
-        gamma=0.98,
-        gae_lambda=0.8,
-        ent_coef=0.0,
-        clip_vloss=False,
-    ),
+    # the main job's RL-Zoo settings at the Zoo's own learning rate
+    "zoo": {**config_model_args(DEFAULT_CONFIG), "learning_rate": 1e-3},
 }
 
 
@@ -51,17 +44,10 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=98.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = PPO(
-        env_id="CartPole-v1",
-        total_timesteps=args.total_timesteps,
-        normalize_observation=False,
-        normalize_reward=False,
-        optimizer=args.optimizer,
-        alpha=args.alpha,
-        num_eval_episodes=10,
-        seed=args.seed,
-        **PRESETS[args.preset],
-    )
+    study = dict(env_id="CartPole-v1", total_timesteps=args.total_timesteps, normalize_observation=False,
+                 normalize_reward=False, optimizer=args.optimizer, alpha=args.alpha, eval_interval=None,
+                 num_eval_episodes=10, seed=args.seed)  # fmt: skip
+    model = PPO(**{**PRESETS[args.preset], **study})
     with tempfile.TemporaryDirectory() as directory:
         logger = CSVLogger(directory, name="cartpole")
         trainer = L.Trainer(
