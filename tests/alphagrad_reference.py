@@ -29,6 +29,16 @@ def reference_steps(params, grads_per_step, *, lr, alpha, momentum=0.0, dampenin
     return params, bufs
 
 
+def random_problem(dtype, shapes, steps=3, seed=0, device="cpu"):
+    """Parameters of ``shapes`` and ``steps`` lists of gradients, drawn on the CPU (the same numbers on every device),
+    then moved; the gradients' scales cycle through 1e-2 ... 1e1 over the tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=gen, dtype=dtype).to(device) for s in shapes]
+    grads = [[torch.randn(s, generator=gen, dtype=dtype).to(device) * 10.0 ** (i % 4 - 2) for i, s in enumerate(shapes)]
+             for _ in range(steps)]
+    return params, grads
+
+
 def run(params0, grads_per_step, groups=1, **kwargs):
     """Step a fresh ``AlphaGrad(copies of params0, **kwargs)`` once per entry of ``grads_per_step``; ``groups`` 2
     splits the parameters into two param groups with the same settings."""

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from alphagrad_reference import assert_matches, reference_steps, run
+from alphagrad_reference import assert_matches, random_problem, reference_steps, run
 from torch.profiler import ProfilerActivity, profile
 
 from lightning_alphagrad import AlphaGrad
@@ -24,12 +24,7 @@ SHAPES = [(7, 5), (5,), (3, 4, 2), (2,), (40, 30)]  # no 1-element tensor: keeps
 
 
 def problem(dtype, steps=3, seed=0, shapes=SHAPES, device="cpu"):
-    """Parameters and per-step gradients drawn on the CPU (the same numbers on every device), then moved."""
-    gen = torch.Generator().manual_seed(seed)
-    params = [torch.randn(s, generator=gen, dtype=dtype).to(device) for s in shapes]
-    grads = [[torch.randn(s, generator=gen, dtype=dtype).to(device) * 10.0 ** (i % 4 - 2) for i, s in enumerate(shapes)]
-             for _ in range(steps)]
-    return params, grads
+    return random_problem(dtype, shapes, steps, seed, device)
 
 
 CONFIGS = [

@@ -8,20 +8,12 @@ import warnings
 
 import pytest
 import torch
-from alphagrad_reference import assert_matches, reference_steps, run
+from alphagrad_reference import assert_matches, random_problem, reference_steps, run
 
 from lightning_alphagrad import AlphaGrad, NonFiniteGradientError
 from lightning_alphagrad.optim.functional import DOT_MIN_NUMEL, grad_norm, grad_norms
 
-
-def random_problem(dtype: torch.dtype, steps: int = 4, seed: int = 0, device: torch.device | str = "cpu"):
-    """Parameters and per-step gradients drawn on the CPU (the same numbers on every device), then moved."""
-    gen = torch.Generator().manual_seed(seed)
-    shapes = [(7, 5), (5,), (3, 4, 2), (1,), (64, 64)]
-    params = [torch.randn(s, generator=gen, dtype=dtype).to(device) for s in shapes]
-    grads = [[torch.randn(s, generator=gen, dtype=dtype).to(device) * 10 ** (i - 2) for i, s in enumerate(shapes)]
-             for _ in range(steps)]
-    return params, grads
+SHAPES = [(7, 5), (5,), (3, 4, 2), (1,), (64, 64)]
 
 
 CONFIGS = [
@@ -37,14 +29,14 @@ CONFIGS = [
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
 def test_matches_reference(foreach, config, dtype, tol, device):
-    params0, grads = random_problem(dtype, device=device)
+    params0, grads = random_problem(dtype, SHAPES, steps=4, device=device)
     expected, expected_bufs = reference_steps(params0, grads, **config)
     params, opt = run(params0, grads, foreach=foreach, **config)
     assert_matches(params, opt, expected, expected_bufs, tol)
 
 
 def test_state_is_conditional_on_momentum():
-    params0, grads = random_problem(torch.float32, steps=2)
+    params0, grads = random_problem(torch.float32, SHAPES, steps=2)
     _, opt = run(params0, grads, lr=0.1, alpha=2.0)
     assert all(len(opt.state[p]) == 0 for group in opt.param_groups for p in group["params"])
     _, opt = run(params0, grads, lr=0.1, alpha=2.0, momentum=0.9)
@@ -127,7 +119,7 @@ def test_closure_runs_with_grad_and_returns_loss():
 
 @pytest.mark.parametrize("impl", ["reference", "foreach", "flat", "compiled"])
 def test_state_dict_round_trip_is_bitwise(impl, device):
-    params0, grads = random_problem(torch.float32, steps=6, device=device)
+    params0, grads = random_problem(torch.float32, SHAPES, steps=6, device=device)
     kwargs = dict(lr=0.05, alpha=20.0, momentum=0.9, nesterov=True, weight_decay=0.01, impl=impl)
     straight, _ = run(params0, grads, **kwargs)
 
