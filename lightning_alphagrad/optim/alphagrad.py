@@ -47,7 +47,8 @@ FLAT_MAX_NUMEL = 1 << 18
 #   longer than compiling in RL training (milliseconds each); runs shorter than AUTO_COMPILE_START never compile.
 # - A group of more than FLAT_MAX_NUMEL elements starts compiling its graph at its first step and runs the foreach
 #   kernel until it has stepped LARGE_COMPILE_ELEMENTS elements (steps x its elements): 1,000 steps of a 25M-element
-#   group, 29,000 of a 860k one; at the foreach kernel's ~0.55 Gelem/s on one core, ~45 s, more than a cold compile.
+#   group, 29,000 of a 860k one; the foreach kernel's steps alone take ~2 min for that on one core (0.125 s per step
+#   of 25M elements with momentum, benchmarks/bench_cold_start.py --model mlp25m), more than a cold compile.
 AUTO_COMPILE_START = 10_000
 AUTO_COMPILE_AFTER = 50_000
 LARGE_COMPILE_ELEMENTS = 25_000_000_000
