@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 
@@ -27,11 +26,6 @@ def group_name(group: dict, index: int) -> str:
     return str(group.get("name", f"pg{index}"))
 
 
-# Metrics measured at the current optimizer step by the monitors of a Trainer, by step: the Trainer's last monitor
-# writes them as one record (one CSV row instead of one per monitor).
-_PENDING: weakref.WeakKeyDictionary[pl.Trainer, dict[int, dict[str, float]]] = weakref.WeakKeyDictionary()
-
-
 # Lightning calls a callback's hook only if it is callable. The per-batch hooks a monitor does not implement are None
 # on the instance, so a training step does not pay Lightning's dispatch for them (~2 us per hook and callback): three
 # callbacks with every hook dispatched add 2.9-4.4 % to a minibatch update of the paper's PPO networks
@@ -39,12 +33,6 @@ _PENDING: weakref.WeakKeyDictionary[pl.Trainer, dict[int, dict[str, float]]] = w
 _PER_BATCH_HOOKS = (
     "on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_zero_grad", "on_train_batch_end",
 )  # fmt: skip
-
-
-def _flush(trainer: pl.Trainer) -> None:
-    for step, metrics in _PENDING.pop(trainer, {}).items():
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
 
 
 class OptimizerStepMonitor(Callback):
@@ -70,7 +58,10 @@ class OptimizerStepMonitor(Callback):
         self._first_step = 0
         self._next_step: dict[int, int] = {}
         self._warned: set[str] = set()
-        self._writes_records = False
+        # The Trainer's last monitor collects the metrics of all its monitors by step and writes them as one record
+        # (one CSV row, not one per monitor).
+        self._writer: OptimizerStepMonitor = self
+        self._records: dict[int, dict[str, float]] = {}
         for hook in _PER_BATCH_HOOKS:
             if getattr(type(self), hook) is getattr(Callback, hook):
                 setattr(self, hook, None)
@@ -95,8 +86,8 @@ class OptimizerStepMonitor(Callback):
         self._param_names = {id(p): name for name, p in pl_module.named_parameters()}
         self._every = trainer.log_every_n_steps if trainer.loggers else 0
         self._next_step = {}
-        monitors = [cb for cb in trainer.callbacks if isinstance(cb, OptimizerStepMonitor)]
-        self._writes_records = monitors[-1] is self
+        self._writer = [cb for cb in trainer.callbacks if isinstance(cb, OptimizerStepMonitor)][-1]
+        self._records = {}
         if self._every:
             self._first_step = self._window_end(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
@@ -115,12 +106,18 @@ class OptimizerStepMonitor(Callback):
             self._next_step[key] = self._window_end(step + 1)
             metrics = self.measure(optimizer, self._names[key])
             if metrics:
-                _PENDING.setdefault(trainer, {}).setdefault(step, {}).update(metrics)
-        if self._writes_records and _PENDING:
-            _flush(trainer)
+                self._writer._records.setdefault(step, {}).update(metrics)
+        if self._writer is self and self._records:
+            self._write(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        _flush(trainer)
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        for step, metrics in self._records.items():
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+        self._records = {}
 
     def is_alphagrad(self, optimizer: Optimizer, name: str) -> bool:
         """Whether ``optimizer`` is AlphaGrad; for monitors of AlphaGrad only, warns once per optimizer when not."""
