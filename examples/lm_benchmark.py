@@ -4,6 +4,7 @@ SGD with Nesterov momentum, Lion and Muon, each with linear warmup and cosine de
     python examples/lm_benchmark.py --optimizer adamw --lr 1e-3                       # one run (one torch thread)
     python examples/lm_benchmark.py --optimizer alphagrad --lr 1e-3 --alpha 2 --size-aware --momentum 0.9
     python examples/lm_benchmark.py --optimizer alphagrad --lr 1e-3 --alpha 2 --size-aware --adaptive
+    python examples/lm_benchmark.py --optimizer adamw --lr 1e-3 --devices 2           # sharded (FSDP2), 2 processes
 
 Data: every ``.py`` file under ``sysconfig.get_paths()["stdlib"]`` outside ``site-packages``, as bytes (vocabulary 256),
 files in sorted order, every tenth file (index % 10 == 9) for validation; no downloads. The corpus differs between
@@ -12,7 +13,9 @@ blocks, causal ``scaled_dot_product_attention``, GELU MLP, tied byte embedding).
 steps and batches (the same seed draws the same windows for every optimizer), logs to ``OUT/<name>/metrics.csv`` (with
 the gradient-norm monitor, and for AlphaGrad the saturation and alpha monitors) and writes ``OUT/<name>/result.json``:
 validation loss in bits per byte along the run and at the end, tokens/s, optimizer state bytes per parameter (counted
-from the state tensors) and the process's peak memory.
+from the state tensors) and the process's peak memory. With ``--devices N`` the model is sharded by FSDP2 (Lightning's
+``ModelParallelStrategy``, N CPU processes, gloo): each process draws ``batch / N`` windows per step (its own stream),
+so a step sees as many windows as the single-process run; validation and the result are rank 0's.
 
 Default size (``examples/lm_sweep.py`` runs every optimizer at it): width 128, 4 blocks of 4 heads, context 256 bytes,
 batch 16, 400 steps (1.6M training bytes), 858,880 parameters; sized so that a run takes about 3 minutes on one core
@@ -37,6 +40,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -94,7 +98,7 @@ class ByteLM(L.LightningModule):
     def __init__(self, train: Tensor, validation: Tensor, optimizer: str, lr: float, steps: int, width: int = 256,
                  layers: int = 4, heads: int = 4, context: int = 256, batch: int = 16, eval_every: int = 100,
                  seed: int = 0, alpha: float = 2.0, momentum: float = 0.9, size_aware: bool = True,
-                 adaptive: bool = False, weight_decay: float = 0.1) -> None:  # fmt: skip
+                 adaptive: bool = False, weight_decay: float = 0.1, devices: int = 1) -> None:  # fmt: skip
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"Invalid optimizer: {optimizer!r}; it must be one of {', '.join(OPTIMIZERS)}")
@@ -103,17 +107,35 @@ class ByteLM(L.LightningModule):
         self.train_data, self.settings = train, dict(optimizer=optimizer, lr=lr, steps=steps, alpha=alpha,
                                                       momentum=momentum, size_aware=size_aware, adaptive=adaptive,
                                                       weight_decay=weight_decay)  # fmt: skip
-        self.context, self.batch, self.eval_every = context, batch, eval_every
+        if batch % devices:
+            raise ValueError(f"Invalid batch: {batch}; it must be a multiple of devices ({devices})")
+        self.context, self.batch, self.eval_every, self.devices = context, batch, eval_every, devices
         torch.manual_seed(seed)
         self.embed, self.position = nn.Embedding(256, width), nn.Parameter(torch.zeros(context, width))
         nn.init.normal_(self.embed.weight, std=0.02)  # GPT-2's scale: the untrained model predicts ~8 bits/byte
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(width)
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.val_batches = [windows(validation, batch, context, torch.Generator().manual_seed(10**6 + i))
                             for i in range(8)]  # fmt: skip
         self.curve: list[tuple[int, float]] = []
         self.automatic_optimization = False
+
+    def configure_model(self) -> None:
+        """Sharded runs (``devices > 1``): FSDP2 per block and for the rest, as Lightning documents it."""
+        if self.devices == 1:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        for block in self.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(self, mesh=mesh)
+
+    def on_train_start(self) -> None:
+        if self.devices > 1:  # one stream of windows per process, the single-process stream on rank 0
+            self.generator.manual_seed(self.seed + 7919 * self.global_rank)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Next-byte logits ``(batch, time, 256)`` for ``tokens`` ``(batch, time)``."""
@@ -139,7 +161,7 @@ class ByteLM(L.LightningModule):
     def training_step(self, batch: int, batch_idx: int) -> None:
         if batch_idx % self.eval_every == 0:
             self.validate(batch_idx)
-        loss = self.bits_per_byte(*windows(self.train_data, self.batch, self.context, self.generator))
+        loss = self.bits_per_byte(*windows(self.train_data, self.batch // self.devices, self.context, self.generator))
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
@@ -200,7 +222,9 @@ def run_name(args: argparse.Namespace) -> str:
     """``adamw-lr0.001-seed0``, ``alphagrad-lr0.001-alpha2-m0.9-size-aware-seed0``, ..."""
     alphagrad = f"-alpha{args.alpha:g}-m{args.momentum:g}" + "-size-aware" * args.size_aware
     alphagrad += "-adaptive" * args.adaptive
-    return f"{args.optimizer}-lr{args.lr:g}{alphagrad if args.optimizer == 'alphagrad' else ''}-seed{args.seed}"
+    alphagrad = alphagrad if args.optimizer == "alphagrad" else ""
+    sharded = f"-devices{args.devices}" if args.devices > 1 else ""
+    return f"{args.optimizer}-lr{args.lr:g}{alphagrad}{sharded}-seed{args.seed}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -220,9 +244,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--devices", type=int, default=1, help="CPU processes; > 1 shards the model with FSDP2")
     parser.add_argument("--out", type=Path, default=Path("runs/lm"))
     args = parser.parse_args(argv)
-    for name in ("steps", "width", "layers", "heads", "context", "batch", "eval_every"):
+    for name in ("steps", "width", "layers", "heads", "context", "batch", "eval_every", "devices"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     return args
@@ -235,11 +260,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model = ByteLM(train, validation, args.optimizer, args.lr, args.steps, width=args.width, layers=args.layers,
                    heads=args.heads, context=args.context, batch=args.batch, eval_every=args.eval_every, seed=args.seed,
                    alpha=args.alpha, momentum=args.momentum, size_aware=args.size_aware,
-                   adaptive=args.adaptive)  # fmt: skip
+                   adaptive=args.adaptive, devices=args.devices)  # fmt: skip
     name = run_name(args)
     alphagrad_monitors = (TanhSaturationMonitor(), AlphaMonitor()) if args.optimizer == "alphagrad" else ()
     monitors = [GradNormMonitor(), *alphagrad_monitors]
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, enable_checkpointing=False, enable_progress_bar=False,
+    sharded = ModelParallelStrategy(data_parallel_size=args.devices, tensor_parallel_size=1)
+    strategy = sharded if args.devices > 1 else "auto"
+    trainer = L.Trainer(accelerator="cpu", devices=args.devices, strategy=strategy, max_epochs=1,
+                        enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=args.eval_every, callbacks=monitors,
                         logger=CSVLogger(args.out, name=name, version=""))  # fmt: skip
     began = time.perf_counter()
@@ -251,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "tokens_per_s": args.steps * args.batch * args.context / seconds,
               "state_bytes_per_param": state_bytes_per_parameter(trainer.optimizers, parameters),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    if trainer.global_rank != 0:
+        return result
     (args.out / name).mkdir(parents=True, exist_ok=True)
     (args.out / name / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{name}: validation {result['val_bpb']:.3f} bits/byte, {result['tokens_per_s']:.0f} tokens/s, "

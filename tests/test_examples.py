@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from example_scripts import load_example
+from example_scripts import EXAMPLES, load_example
 
 
 def test_supervised_classifier_smoke(tmp_path):
@@ -56,6 +59,19 @@ def test_lm_benchmark_smoke(tmp_path, optimizer, extra, state_bytes):
         state_bytes = (4 * hidden + 8 * (result["parameters"] - hidden)) / result["parameters"]
     assert result["state_bytes_per_param"] == pytest.approx(state_bytes)
     assert result["corpus"]["train_files"] > 100 and (tmp_path / result["name"] / "metrics.csv").exists()
+
+
+def test_lm_benchmark_sharded_on_two_processes_learns_and_keeps_alphagrads_state(tmp_path):
+    """--devices 2: FSDP2 over 2 CPU processes (the strategy starts the second by re-running the script); the
+    validation loss falls like the single-process run's and AlphaGrad keeps one fp32 buffer per parameter."""
+    command = [sys.executable, str(EXAMPLES / "lm_benchmark.py"), "--optimizer", "alphagrad", "--lr", "3e-3",
+               "--steps", "30", "--width", "32", "--layers", "1", "--heads", "2", "--context", "32", "--eval-every",
+               "10", "--devices", "2", "--out", str(tmp_path)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = json.loads((tmp_path / "alphagrad-lr0.003-alpha2-m0.9-devices2-seed0" / "result.json").read_text())
+    first, last = result["curve"][0][1], result["curve"][-1][1]
+    assert 7.5 < first < 8.5 and last < first - 1.0 and result["devices"] == 2
+    assert result["state_bytes_per_param"] == pytest.approx(4.0)
 
 
 def test_lm_sweep_plans_seeds_and_alphas_once_an_arms_learning_rates_finished(tmp_path):
