@@ -8,7 +8,9 @@ Three phases, each planned once the one before it has finished for an arm:
 1. learning rate: every arm at 4 log-spaced peak learning rates, seed 0;
 2. seeds: seed 1 at the arm's best learning rate (lowest final validation bits per byte of phase 1);
 3. alpha: the AlphaGrad arms ``alphagrad-m0.9`` (fixed alpha) and ``alphagrad-m0.9-size-aware`` at their best
-   learning rate with alpha scaled by 1/4, 1/2, 2 and 4.
+   learning rate with alpha scaled by 1/4, 1/2, 2 and 4;
+4. sharded: AdamW, and the AlphaGrad arm with the lowest final loss of phase 1, at their best learning rate with
+   ``--devices 2`` (FSDP2 over 2 processes; such a run takes both cores and runs alone).
 
 Every run is ``lm_benchmark.py`` at its default size (see its ``--help``). A finished run leaves
 ``results/lm/<name>.json`` (its result, the validation curve, and the commit it ran on) and ``results/lm/<name>.csv``
@@ -57,12 +59,13 @@ ARMS: dict[str, tuple[list[str], list[float]]] = {
 }
 ALPHA_ARMS = ("alphagrad-m0.9", "alphagrad-m0.9-size-aware")
 ALPHA_FACTORS = (0.25, 0.5, 2.0, 4.0)
+SHARDED_DEVICES = 2
 
 
 @dataclass(frozen=True)
 class Run:
     arm: str
-    phase: str  # "lr", "seed" or "alpha"
+    phase: str  # "lr", "seed", "alpha" or "sharded"
     args: tuple[str, ...]
 
     @property
@@ -85,21 +88,30 @@ def with_value(args: list[str], flag: str, value: str) -> list[str]:
 
 
 def plan(results: Path) -> list[Run]:
-    """Every run due now: phase 1 always, phases 2-3 of an arm once its phase 1 has finished."""
+    """Every run due now: phase 1 always, phases 2-3 of an arm once its phase 1 has finished, phase 4 once those of
+    AdamW and of every AlphaGrad arm have."""
     runs = []
+    best_of: dict[str, tuple[float, float]] = {}  # arm -> (final bits per byte, lr) of its best phase-1 run
     for arm, (args, lrs) in ARMS.items():
         sweep = [Run(arm, "lr", (*args, "--lr", f"{lr:g}", "--seed", "0")) for lr in lrs]
         runs += sweep
         finals = [final_bpb(results, run) for run in sweep]
         if any(f is None for f in finals):
             continue
-        best = min(zip(finals, lrs, strict=True))[1]
+        best_of[arm] = min(zip(finals, lrs, strict=True))  # type: ignore[arg-type]
+        best = best_of[arm][1]
         runs.append(Run(arm, "seed", (*args, "--lr", f"{best:g}", "--seed", "1")))
         if arm in ALPHA_ARMS:
             alpha = float(args[args.index("--alpha") + 1])
             for factor in ALPHA_FACTORS:
                 scaled = with_value(list(args), "--alpha", f"{alpha * factor:g}")
                 runs.append(Run(arm, "alpha", (*scaled, "--lr", f"{best:g}", "--seed", "0")))
+    alphagrad_arms = [arm for arm in ARMS if arm.startswith("alphagrad")]
+    if "adamw" in best_of and all(arm in best_of for arm in alphagrad_arms):
+        for arm in ("adamw", min(alphagrad_arms, key=lambda a: best_of[a][0])):
+            args, lr = ARMS[arm][0], best_of[arm][1]
+            sharded = (*args, "--lr", f"{lr:g}", "--seed", "0", "--devices", str(SHARDED_DEVICES))
+            runs.append(Run(arm, "sharded", sharded))
     return runs
 
 
@@ -111,7 +123,7 @@ def commit() -> str:
 def execute(run: Run, results: Path, work: Path) -> tuple[bool, str]:
     """Run ``run`` in a subprocess (one torch thread), keep its result and metrics in ``results``; whether it
     finished, and a line to print."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # per process, also for sharded runs
     command = [sys.executable, str(ROOT / "examples" / "lm_benchmark.py"), *run.args, "--out", str(work)]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -140,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     failed: set[str] = set()  # not retried in this invocation
     with tempfile.TemporaryDirectory(prefix="lm-sweep-") as work:
         while todo := [r for r in plan(args.results) if final_bpb(args.results, r) is None and r.name not in failed]:
-            wave = todo[: args.jobs]  # the next plan sees this wave's results
+            sharded = [r for r in todo if r.phase == "sharded"]
+            # the next plan sees this wave's results; a sharded run takes every core of its own
+            wave = [r for r in todo if r.phase != "sharded"][: args.jobs] or sharded[:1]
             with ThreadPoolExecutor(args.jobs) as pool:
                 outcomes = list(pool.map(lambda r: execute(r, args.results, Path(work)), wave))
             for run, (finished, line) in zip(wave, outcomes, strict=True):

@@ -86,3 +86,15 @@ def test_lm_sweep_plans_seeds_and_alphas_once_an_arms_learning_rates_finished(tm
         "alphagrad-lr0.0003-alpha1-m0.9-size-aware-seed1",
         *(f"alphagrad-lr0.0003-alpha{a:g}-m0.9-size-aware-seed0" for a in (0.25, 0.5, 2.0, 4.0)),
     ]
+
+
+def test_lm_sweep_plans_the_sharded_runs_of_adamw_and_the_best_alphagrad_arm_last(tmp_path):
+    sweep = load_example("lm_sweep")
+    losses = {"adamw": 2.0, "alphagrad-m0-size-aware": 2.2}  # the best AlphaGrad arm; the others end at 2.6
+    for run in sweep.plan(tmp_path):  # every phase-1 run, its lr's index added: each arm's second lr is its best
+        index = [f"{lr:g}" for lr in sweep.ARMS[run.arm][1]].index(run.args[run.args.index("--lr") + 1])
+        bpb = losses.get(run.arm, 2.6) + (0.0 if index == 1 else 0.1 * (index + 1))
+        (tmp_path / f"{run.name}.json").write_text(json.dumps({"val_bpb": bpb}))
+    sharded = [run.name for run in sweep.plan(tmp_path) if run.phase == "sharded"]
+    assert sharded == ["adamw-lr0.001-devices2-seed0", "alphagrad-lr0.0003-alpha1-m0-size-aware-devices2-seed0"]
+
