@@ -177,6 +177,7 @@ class CompiledGroupStep:
         first = layout.params[0]
         self._graph_key = (tuple(tuple(p.shape) for p in layout.params), first.dtype, first.device, *self.flags)
         self._graphs: dict[bool, Callable[..., list[Tensor]]] = {}  # by "weight decay is on"
+        self._futures: dict[bool, Future] = {}
         self._hyper_values: list[float] = []
         self._hyper = torch.empty(0)
 
@@ -185,8 +186,12 @@ class CompiledGroupStep:
         return self.flags == flags
 
     def compile_in_background(self, weight_decay: bool) -> Future:
-        """Start compiling the graph (with or without weight decay) if nobody has; the future of the graph."""
-        return group_step(*self._graph_key, weight_decay, background=True)
+        """Start compiling the graph (with or without weight decay) if nobody has; the future of the graph (kept:
+        the optimizer asks every step until its switch)."""
+        future = self._futures.get(weight_decay)
+        if future is None:
+            future = self._futures[weight_decay] = group_step(*self._graph_key, weight_decay, background=True)
+        return future
 
     def __call__(
         self,
