@@ -13,7 +13,6 @@ evaluation over 10 episodes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
@@ -24,6 +23,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_alphagrad.cli import config_model_args
+from lightning_alphagrad.plotting import read_curve
 from lightning_alphagrad.rl import PPO
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -61,19 +61,14 @@ def main() -> None:
         trainer.fit(model)
         seconds = time.perf_counter() - start
         logger.finalize("success")
-        with open(Path(logger.log_dir) / "metrics.csv") as file:
-            rows = list(csv.DictReader(file))
-    returns = [
-        float(row["charts/episodic_return"])
-        for row in rows
-        if row.get("charts/episodic_return") and float(row["env_steps"]) > model.env_steps - args.window
-    ]
+        steps, returns = read_curve(Path(logger.log_dir) / "metrics.csv", "charts/episodic_return")
+    returns = returns[steps > model.env_steps - args.window]
     result = {
         "preset": args.preset,
         "optimizer": args.optimizer,
         "seed": args.seed,
         "env_steps": model.env_steps,
-        f"train_return_last_{args.window}": sum(returns) / len(returns),
+        f"train_return_last_{args.window}": float(returns.mean()),
         "eval_return_mean": float(trainer.callback_metrics["eval/return_mean"]),
         "seconds": round(seconds, 1),
     }

@@ -14,7 +14,6 @@ Prints the mean return of the last ``--last-episodes`` training episodes (from t
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import inspect
 import os
@@ -27,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_alphagrad import AlphaGrad
 from lightning_alphagrad.callbacks import StopAtEnvSteps
+from lightning_alphagrad.plotting import read_curve
 from lightning_alphagrad.rl import DQN, TD3
 
 
@@ -91,24 +91,15 @@ def main() -> None:
     start = time.perf_counter()
     trainer.fit(model)
     seconds = time.perf_counter() - start
-    returns, evals = read_returns(os.path.join(logger.log_dir, "metrics.csv"))
+    metrics = os.path.join(logger.log_dir, "metrics.csv")
+    _, returns = read_curve(metrics, "charts/episodic_return")
+    eval_steps, evals = read_curve(metrics, "eval/return_mean")
     print(f"{name}: env_steps={model.env_steps} seconds={seconds:.0f} steps/s={model.env_steps / seconds:.1f}")
     last = np.mean(returns[-args.last_episodes :])
     print(f"mean return of the last {args.last_episodes} logged windows: {last:.1f}")
-    if evals:
-        print("eval/return_mean by env step:", ", ".join(f"{s}: {r:.1f}" for s, r in evals))
-
-
-def read_returns(path: str) -> tuple[list[float], list[tuple[int, float]]]:
-    """Logged ``charts/episodic_return`` values in order, and ``(env_steps, eval/return_mean)`` pairs."""
-    returns, evals = [], []
-    with open(path) as file:
-        for row in csv.DictReader(file):
-            if row.get("charts/episodic_return"):
-                returns.append(float(row["charts/episodic_return"]))
-            if row.get("eval/return_mean"):
-                evals.append((int(float(row["env_steps"])), float(row["eval/return_mean"])))
-    return returns, evals
+    if len(evals):
+        pairs = zip(eval_steps, evals, strict=True)
+        print("eval/return_mean by env step:", ", ".join(f"{s:.0f}: {r:.1f}" for s, r in pairs))
 
 
 if __name__ == "__main__":
