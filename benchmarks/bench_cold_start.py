@@ -11,7 +11,7 @@ at ``AUTO_COMPILE_START``), with ``TORCHINDUCTOR_CACHE_DIR`` set to a new empty 
 optimizer step, where it happened, how many steps took over 1 s, and at which step the kernel switched. With
 ``--model mlp25m``: a 6 x Linear(2048, 2048) MLP (25M parameters, one group) fitting random data (batch 32, AlphaGrad
 alpha 5, momentum 0.9) until 200 steps past its switch from the foreach kernel to its compiled graph (compiled in the
-background from the first step). Run it on a quiet machine.
+background from step 200, LARGE_COMPILE_START_ELEMENTS). Run it on a quiet machine.
 """
 
 from __future__ import annotations

@@ -45,12 +45,14 @@ FLAT_MAX_NUMEL = 1 << 18
 # - An optimizer whose single group takes the flat kernel starts compiling the whole-step graph at its
 #   AUTO_COMPILE_START-th flat step in a row and switches at its AUTO_COMPILE_AFTER-th: the 40,000 steps between take
 #   longer than compiling in RL training (milliseconds each); runs shorter than AUTO_COMPILE_START never compile.
-# - A group of more than FLAT_MAX_NUMEL elements starts compiling its graph at its first step and runs the foreach
-#   kernel until it has stepped LARGE_COMPILE_ELEMENTS elements (steps x its elements): 1,000 steps of a 25M-element
-#   group, 29,000 of a 860k one; the foreach kernel's steps alone take ~2 min for that on one core (0.125 s per step
-#   of 25M elements with momentum, benchmarks/bench_cold_start.py --model mlp25m), more than a cold compile.
+# - A group of more than FLAT_MAX_NUMEL elements runs the foreach kernel, starts compiling its graph once it has
+#   stepped LARGE_COMPILE_START_ELEMENTS elements (steps x its elements) and switches at LARGE_COMPILE_ELEMENTS:
+#   steps 200 and 1,000 of a 25M-element group, 5,800 and 29,000 of a 860k one. The foreach steps between take ~100 s
+#   on one core for 25M elements (0.125 s per step with momentum, benchmarks/bench_cold_start.py --model mlp25m),
+#   more than a cold compile; runs shorter than the start never compile.
 AUTO_COMPILE_START = 10_000
 AUTO_COMPILE_AFTER = 50_000
+LARGE_COMPILE_START_ELEMENTS = 5_000_000_000
 LARGE_COMPILE_ELEMENTS = 25_000_000_000
 EAGER_STEPS_KEY = "eager_steps"  # per group: consecutive steps on the eager kernel standing in for the graph
 _log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ class AlphaGrad(Optimizer):
             optimizer with one small group switches from ``"flat"`` to the whole-step graph at its 50,000th flat step
             in a row, compiled from step 10,000 on (``AUTO_COMPILE_AFTER``; long runs get the fastest kernel, short
             runs never compile); a large group runs ``"foreach"`` until it has stepped 2.5e10 elements, e.g. 1,000
-            steps of 25M elements (``LARGE_COMPILE_ELEMENTS``);
+            steps of 25M elements, compiled from 5e9 on (``LARGE_COMPILE_ELEMENTS``);
             a compiler that fails leaves them on the eager kernels with one warning. ``"foreach"`` on other devices
             and where the flat or compiled kernel does not apply (mixed or low-precision dtypes, complex, sharded).
         fast_tanh: replace ``torch.tanh`` (slow on some CPUs) by an accurate formula in the flat and compiled kernels:
@@ -314,11 +316,12 @@ class AlphaGrad(Optimizer):
     def _large_group_compiled(self, index: int, group: dict[str, Any], layout: FlatLayout) -> bool:
         """Whether ``impl="auto"``'s large group ``index`` runs its compiled graph this step: once its steps in a row
         on the eager stand-in times its elements reach ``LARGE_COMPILE_ELEMENTS``, the graph compiled (waits for it
-        then)."""
-        if self._compiler_failed:
+        then); it starts compiling at ``LARGE_COMPILE_START_ELEMENTS``."""
+        stepped = group[EAGER_STEPS_KEY] * sum(layout.numels)
+        if self._compiler_failed or stepped < LARGE_COMPILE_START_ELEMENTS:
             return False
         compiling = self._group_step(index, group, layout, True).compile_in_background(group["weight_decay"] != 0)
-        return group[EAGER_STEPS_KEY] * sum(layout.numels) >= LARGE_COMPILE_ELEMENTS and self._compiled(compiling)
+        return stepped >= LARGE_COMPILE_ELEMENTS and self._compiled(compiling)
 
     def _runs_whole_group(self, group: dict[str, Any]) -> bool:
         """Whether the only group's step is tried as one compiled graph: ``impl="compiled"``, or ``"auto"`` once the
