@@ -259,8 +259,10 @@ class AlphaGrad(Optimizer):
         self._last_impls = tuple(step.impl for step in prepared)
         # Kept in the groups, so that a resumed run switches kernels at the same step as an uninterrupted one.
         for step in prepared:
-            if step.stands_in or step.impl != "compiled":
-                step.group[EAGER_STEPS_KEY] = step.group[EAGER_STEPS_KEY] + 1 if step.stands_in else 0
+            if step.stands_in:
+                step.group[EAGER_STEPS_KEY] += 1
+            elif step.impl != "compiled":  # an eager kernel for another reason: the count starts over
+                step.group[EAGER_STEPS_KEY] = 0
         group = self.param_groups[0]
         flat_steps = group[EAGER_STEPS_KEY] if self._last_impls == ("flat",) else 0
         if AUTO_COMPILE_START <= flat_steps < AUTO_COMPILE_AFTER and group["impl"] == "auto" and not self._compiling:
