@@ -119,7 +119,7 @@ def compile_group_step(
     numels = [math.prod(shape) for shape in shapes]
     steepness = [math.sqrt(n) if size_aware else 1.0 for n in numels]
 
-    def step(*tensors: Tensor) -> Tensor:
+    def step(*tensors: Tensor) -> tuple[Tensor]:
         params, grads = tensors[:count], tensors[count : 2 * count]
         bufs, hyper = tensors[2 * count : 3 * count], tensors[-1]
         lr, alpha, eps, decay, buf_coef, update_coef, momentum_coef = hyper.unbind()
