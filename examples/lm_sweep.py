@@ -5,7 +5,8 @@
 
 Three phases, each planned once the one before it has finished for an arm:
 
-1. learning rate: every arm at 4 log-spaced peak learning rates, seed 0;
+1. learning rate: every arm at 4 log-spaced peak learning rates, seed 0; where the best one is at an end of the grid,
+   the grid grows by the next value on the 1-3-10 scale past that end (at most ``MAX_EXTENSIONS`` times);
 2. seeds: seed 1 at the arm's best learning rate (lowest final validation bits per byte of phase 1);
 3. alpha: the AlphaGrad arms ``alphagrad-m0.9`` (fixed alpha) and ``alphagrad-m0.9-size-aware`` at their best
    learning rate with alpha scaled by 1/4, 1/2, 2 and 4;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -43,10 +45,12 @@ ARMS: dict[str, tuple[list[str], list[float]]] = {
     "alphagrad-m0.9": (["--optimizer", "alphagrad", "--alpha", "10", "--momentum", "0.9"], [1e-3, 3e-3, 1e-2, 3e-2]),
     "alphagrad-m0": (["--optimizer", "alphagrad", "--alpha", "10", "--momentum", "0"], [1e-3, 3e-3, 1e-2, 3e-2]),
     "alphagrad-m0.9-size-aware": (
-        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0.9", "--size-aware"], [1e-4, 3e-4, 1e-3, 3e-3]
+        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0.9", "--size-aware"],
+        [1e-4, 3e-4, 1e-3, 3e-3],
     ),
     "alphagrad-m0-size-aware": (
-        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0", "--size-aware"], [1e-4, 3e-4, 1e-3, 3e-3]
+        ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0", "--size-aware"],
+        [1e-4, 3e-4, 1e-3, 3e-3],
     ),
     "alphagrad-m0.9-adaptive": (
         ["--optimizer", "alphagrad", "--alpha", "1", "--momentum", "0.9", "--size-aware", "--adaptive"],
@@ -59,6 +63,7 @@ ARMS: dict[str, tuple[list[str], list[float]]] = {
 }
 ALPHA_ARMS = ("alphagrad-m0.9", "alphagrad-m0.9-size-aware")
 ALPHA_FACTORS = (0.25, 0.5, 2.0, 4.0)
+MAX_EXTENSIONS = 2  # learning rates added past an end of an arm's grid
 SHARDED_DEVICES = 2
 
 
@@ -75,8 +80,38 @@ class Run:
 
 
 def final_bpb(results: Path, run: Run) -> float | None:
+    """The run's final validation bits per byte (inf where it diverged), None while it has not finished."""
     path = results / f"{run.name}.json"
-    return json.loads(path.read_text())["val_bpb"] if path.exists() else None
+    if not path.exists():
+        return None
+    bpb = json.loads(path.read_text())["val_bpb"]
+    return bpb if math.isfinite(bpb) else math.inf
+
+
+def next_on_grid(lr: float, up: bool) -> float:
+    """The neighbour of ``lr`` on the 1-3-10 scale (1e-3 -> 3e-3 up, 3e-4 down)."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    ones = math.isclose(lr, 10.0**exponent)
+    if up:
+        return (3.0 if ones else 10.0) * 10.0**exponent
+    return 0.3 * 10.0**exponent if ones else 10.0**exponent
+
+
+def learning_rate_sweep(results: Path, arm: str) -> tuple[list[Run], tuple[float, float] | None]:
+    """Phase 1 of ``arm`` as far as it is known, and (final bits per byte, lr) of its best run once it has finished."""
+    args, lrs = ARMS[arm]
+    lrs = list(lrs)
+    while True:
+        sweep = [Run(arm, "lr", (*args, "--lr", f"{lr:g}", "--seed", "0")) for lr in lrs]
+        finals = [final_bpb(results, run) for run in sweep]
+        if any(f is None for f in finals):
+            return sweep, None
+        best = min(zip(finals, lrs, strict=True))  # type: ignore[arg-type]
+        at_end = best[1] in (lrs[0], lrs[-1]) and math.isfinite(best[0])
+        if not at_end or len(lrs) - len(ARMS[arm][1]) >= MAX_EXTENSIONS:
+            return sweep, best  # type: ignore[return-value]
+        up = best[1] == lrs[-1]
+        lrs = [*lrs, next_on_grid(lrs[-1], up=True)] if up else [next_on_grid(lrs[0], up=False), *lrs]
 
 
 def with_value(args: list[str], flag: str, value: str) -> list[str]:
@@ -92,14 +127,13 @@ def plan(results: Path) -> list[Run]:
     AdamW and of every AlphaGrad arm have."""
     runs = []
     best_of: dict[str, tuple[float, float]] = {}  # arm -> (final bits per byte, lr) of its best phase-1 run
-    for arm, (args, lrs) in ARMS.items():
-        sweep = [Run(arm, "lr", (*args, "--lr", f"{lr:g}", "--seed", "0")) for lr in lrs]
+    for arm, (args, _) in ARMS.items():
+        sweep, best_run = learning_rate_sweep(results, arm)
         runs += sweep
-        finals = [final_bpb(results, run) for run in sweep]
-        if any(f is None for f in finals):
+        if best_run is None:
             continue
-        best_of[arm] = min(zip(finals, lrs, strict=True))  # type: ignore[arg-type]
-        best = best_of[arm][1]
+        best_of[arm] = best_run
+        best = best_run[1]
         runs.append(Run(arm, "seed", (*args, "--lr", f"{best:g}", "--seed", "1")))
         if arm in ALPHA_ARMS:
             alpha = float(args[args.index("--alpha") + 1])

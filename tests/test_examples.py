@@ -98,3 +98,22 @@ def test_lm_sweep_plans_the_sharded_runs_of_adamw_and_the_best_alphagrad_arm_las
     sharded = [run.name for run in sweep.plan(tmp_path) if run.phase == "sharded"]
     assert sharded == ["adamw-lr0.001-devices2-seed0", "alphagrad-lr0.0003-alpha1-m0-size-aware-devices2-seed0"]
 
+
+def test_lm_sweep_grows_the_learning_rate_grid_past_an_end_where_the_best_run_lies(tmp_path):
+    sweep = load_example("lm_sweep")
+
+    def finish(name: str, bpb: float) -> None:
+        (tmp_path / f"{name}.json").write_text(json.dumps({"val_bpb": bpb}))
+
+    for name, bpb in [("sgd-lr0.01-seed0", 4.0), ("sgd-lr0.03-seed0", 4.1), ("sgd-lr0.1-seed0", 4.3),
+                      ("sgd-lr0.3-seed0", float("nan"))]:  # fmt: skip
+        finish(name, bpb)
+    sgd = [run for run in sweep.plan(tmp_path) if run.arm == "sgd"]
+    assert [run.name for run in sgd] == [
+        "sgd-lr0.003-seed0",
+        *(f"sgd-lr{lr}-seed0" for lr in ("0.01", "0.03", "0.1", "0.3")),
+    ]
+    finish("sgd-lr0.003-seed0", 3.9)  # the new end is best again: one more, then the grid stops growing
+    finish("sgd-lr0.001-seed0", 3.8)
+    names = [run.name for run in sweep.plan(tmp_path) if run.arm == "sgd"]
+    assert names[:2] == ["sgd-lr0.001-seed0", "sgd-lr0.003-seed0"] and names[-1] == "sgd-lr0.001-seed1"
