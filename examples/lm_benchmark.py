@@ -44,7 +44,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lightning_alphagrad import AlphaGrad, SaturationTargetAlpha, weight_decay_groups
+from lightning_alphagrad import AlphaGrad, SaturationTargetAlpha, pause_for_gloo_at_exit, weight_decay_groups
 from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 
 OPTIMIZERS = ("adamw", "sgd", "lion", "muon", "alphagrad")
@@ -126,6 +126,7 @@ class ByteLM(L.LightningModule):
         """Sharded runs (``devices > 1``): FSDP2 per block and for the rest, as Lightning documents it."""
         if self.devices == 1:
             return
+        pause_for_gloo_at_exit()
         from torch.distributed.fsdp import fully_shard
 
         mesh = self.device_mesh["data_parallel"]

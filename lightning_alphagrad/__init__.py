@@ -1,6 +1,7 @@
 """lightning-alphagrad: the AlphaGrad optimizer as a first-class citizen of PyTorch Lightning."""
 
 from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
+from lightning_alphagrad.distributed import pause_for_gloo_at_exit
 from lightning_alphagrad.optim import (
     AlphaGrad,
     LRSchedule,
@@ -47,5 +48,6 @@ __all__ = [
     "__version__",
     "alphagrad_config",
     "normalized_tanh_update",
+    "pause_for_gloo_at_exit",
     "weight_decay_groups",
 ]

@@ -22,7 +22,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor.debug import CommDebugMode
 
-from lightning_alphagrad import AlphaGrad
+from lightning_alphagrad import AlphaGrad, pause_for_gloo_at_exit
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "plain": dict(lr=0.05, alpha=3.0),
@@ -162,6 +162,7 @@ def fsdp1_refused() -> str:
 
 def main(out: Path) -> None:
     dist.init_process_group("gloo")
+    pause_for_gloo_at_exit()
     rank = dist.get_rank()
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     report: dict[str, Any] = {}

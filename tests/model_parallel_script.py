@@ -23,7 +23,13 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_alphagrad import AlphaGrad, SaturationTargetAlpha, alphagrad_config, normalized_tanh_update
+from lightning_alphagrad import (
+    AlphaGrad,
+    SaturationTargetAlpha,
+    alphagrad_config,
+    normalized_tanh_update,
+    pause_for_gloo_at_exit,
+)
 from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 
 
@@ -40,6 +46,7 @@ class Blocks(L.LightningModule):
         self.head = nn.Linear(12, 3)
 
     def configure_model(self) -> None:
+        pause_for_gloo_at_exit()
         mesh = self.device_mesh["data_parallel"]
         for block in self.blocks:
             fully_shard(block, mesh=mesh)

@@ -18,7 +18,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_alphagrad import AlphaGrad, weight_decay_groups
+from lightning_alphagrad import AlphaGrad, pause_for_gloo_at_exit, weight_decay_groups
 from lightning_alphagrad.callbacks import AlphaMonitor, GradNormMonitor, TanhSaturationMonitor
 from lightning_alphagrad.schedules import SaturationTargetAlpha
 
@@ -409,6 +409,9 @@ class RankFileLogger(Logger):
 
 
 class AdaptiveActorCritic(ActorCritic):
+    def setup(self, stage: str) -> None:
+        pause_for_gloo_at_exit()  # each spawned rank
+
     def configure_optimizers(self) -> Any:
         optimizer = AlphaGrad(self.parameters(), lr=1e-2, alpha=2.0, momentum=0.9, eps=1e-5)
         scheduler = SaturationTargetAlpha(optimizer, target=0.2, every=2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import lightning as L
 import pytest
@@ -147,3 +149,23 @@ def test_lr_and_alpha_schedules_are_stepped_per_optimizer_step():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.02 * expected_factor)
     config = trainer.lr_scheduler_configs[0]
     assert config.interval == "step" and config.name == "alphagrad"
+
+
+def test_pause_for_gloo_at_exit_pauses_once_per_process_and_only_under_gloo() -> None:
+    script = """
+import atexit, torch.distributed as dist
+from lightning_alphagrad import distributed, pause_for_gloo_at_exit
+pauses = []
+distributed.time.sleep = pauses.append  # record instead of sleeping
+pause_for_gloo_at_exit()  # no process group: nothing to wait for
+atexit._run_exitfuncs()
+print(len(pauses))
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+pause_for_gloo_at_exit()
+pause_for_gloo_at_exit()  # a second rank setup (a second fit) in the same process
+atexit._run_exitfuncs()
+print(pauses)
+dist.destroy_process_group()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[:2] == ["0", "[0.5]"]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_alphagrad.distributed import pause_for_gloo_at_exit
 from lightning_alphagrad.rl.envs import env_seeds
 from lightning_alphagrad.rl.evaluation import evaluate_policy
 
@@ -81,6 +82,10 @@ class RLModule(L.LightningModule):
         returns = evaluate_policy(act, self.eval_envs, num_episodes, self.eval_env_seeds(self.eval_envs.num_envs))
         mean = torch.tensor(returns.mean(), dtype=torch.float64, device=self.device)
         return self.trainer.strategy.reduce(mean, reduce_op="mean")
+
+    def setup(self, stage: str) -> None:
+        """Subclasses create their envs here (after ``super().setup(stage)``), in every rank's own process."""
+        pause_for_gloo_at_exit()
 
     def teardown(self, stage: str) -> None:
         for name in ("envs", "eval_envs"):

@@ -130,6 +130,7 @@ class OffPolicyModule(RLModule):
         return self.env_steps > self.learning_resumes_at
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         # copy=False: env_step copies the observation it keeps (the replay buffer copies what it stores)
         self.envs = make_vector_env(self.env_id, self.num_envs, env_kwargs=self.env_kwargs, copy=False)
         if self.eval_interval:

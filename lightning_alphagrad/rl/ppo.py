@@ -239,6 +239,7 @@ class PPO(RLModule):
         return self.total_timesteps // self.global_batch_size
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage != "fit":
             return
         if self.num_iterations < 1:
