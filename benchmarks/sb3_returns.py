@@ -3,7 +3,7 @@
     python benchmarks/sb3_returns.py --algo td3 --total-timesteps 100000 --seed 0
 
 Same settings as ``bench_rl_offpolicy.py`` (whose SB3 models it trains) with learning_starts 25k, one torch thread.
-Prints, like ``examples/studies/train_offpolicy.py``, the mean return of the last ``--last-episodes`` training
+Prints, like ``lightning-alphagrad fit`` after a run, the mean return of the last ``--last-episodes`` training
 episodes at the end, the best running mean of that many episodes and the first env step where it reached
 ``--threshold``. (``--algo dqn`` runs SB3's DQN with the settings of ``bench_rl_offpolicy.py``, Huber loss included;
 on CartPole-v1 it did not learn here: mean returns of 9-10 at 250k env steps on seeds 0, 1, 2, so it is no reference

@@ -30,9 +30,12 @@ from torch.optim.lr_scheduler import LRScheduler
 # Imported so that their classes resolve by short name (--optimizer AlphaGrad, --lr_scheduler CosineAlpha, ...).
 from lightning_alphagrad import callbacks, schedules  # noqa: F401
 from lightning_alphagrad.optim import AlphaGrad  # noqa: F401
-from lightning_alphagrad.plotting import plot_learning_curves
+from lightning_alphagrad.plotting import plot_learning_curves, read_curve
 
 __all__ = ["AlphaGradCLI", "config_model_args", "main"]
+
+
+LAST_WINDOWS = 10  # logged windows of charts/episodic_return in the summary after fit
 
 
 class AlphaGradCLI(LightningCLI):
@@ -86,6 +89,10 @@ class AlphaGradCLI(LightningCLI):
             metrics_csv = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
             if metrics_csv is None or not metrics_csv.exists():
                 continue
+            _, returns = read_curve(metrics_csv, "charts/episodic_return")
+            if len(returns):
+                last = returns[-LAST_WINDOWS:]
+                print(f"Training return, mean of the last {len(last)} logged windows: {last.mean():.1f}")
             try:
                 png = plot_learning_curves({"run": metrics_csv}, metrics_csv.with_name("learning_curve.png"),
                                            run_title(trainer.lightning_module, metrics_csv))  # fmt: skip

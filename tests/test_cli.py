@@ -52,6 +52,7 @@ def test_cli_short_names_and_per_step_scheduler(tmp_path, capsys):
                                                                              * 0.25)
     out = capsys.readouterr().out
     assert "Learning curve:" in out and "Logs:" in out
+    assert "Training return, mean of the last 5 logged windows: 2.0" in out  # returns 0, 1, 2, 3, 4 (below)
     png = next(tmp_path.rglob("learning_curve.png"))
     assert png.stat().st_size > 1000
     xs, ys = read_curve(png.with_name("metrics.csv"), "charts/episodic_return")
