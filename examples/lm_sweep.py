@@ -2,6 +2,7 @@
 
     python examples/lm_sweep.py plan                  # every run of the sweep, and which have finished
     python examples/lm_sweep.py run --jobs 2          # the unfinished ones, two at a time (one torch thread each)
+    python examples/lm_sweep.py report                # the table (printed) and the figures of docs/BEYOND_RL.md
 
 Three phases, each planned once the one before it has finished for an arm:
 
@@ -31,6 +32,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -172,12 +174,108 @@ def execute(run: Run, results: Path, work: Path) -> tuple[bool, str]:
     return True, f"{run.name}: {result['val_bpb']:.3f} bits/byte ({result['seconds']:.0f} s)"
 
 
+def load(results: Path, run: Run) -> dict[str, Any] | None:
+    path = results / f"{run.name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def report(results: Path, figures: Path) -> None:
+    """Print the table of every arm at its best learning rate and write the figures (PNG) into ``figures``."""
+    from lightning_alphagrad.plotting import plt, read_curve  # matplotlib only for the report
+
+    runs = [(run, result) for run in plan(results) if (result := load(results, run)) is not None]
+    by_phase: dict[str, list[tuple[Run, dict[str, Any]]]] = {}
+    for run, result in runs:
+        by_phase.setdefault(run.phase, []).append((run, result))
+    best = {run.arm: result for run, result in by_phase.get("seed", [])}  # seed 1 at the best lr
+    print("| arm | best lr | final bits/byte, seeds 0 / 1 | tokens/s (sweep) | state bytes/param | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    finals: dict[str, list[dict[str, Any]]] = {}
+    for arm in ARMS:
+        lr_runs = [r for run, r in by_phase.get("lr", []) if run.arm == arm]
+        if arm not in best or not lr_runs:
+            continue
+        seed0 = next(r for r in lr_runs if math.isclose(r["lr"], best[arm]["lr"]))
+        finals[arm] = [seed0, best[arm]]
+        print(f"| {arm} | {seed0['lr']:g} | {seed0['val_bpb']:.3f} / {best[arm]['val_bpb']:.3f} | "
+              f"{seed0['tokens_per_s']:.0f} | {seed0['state_bytes_per_param']:.1f} | {seed0['peak_rss_mb']:.0f} |")
+    figures.mkdir(parents=True, exist_ok=True)
+    colors = {arm: f"C{i}" for i, arm in enumerate(ARMS)}
+
+    fig, ax = plt.subplots(figsize=(8, 5))  # validation curves at each arm's best lr
+    for arm, (seed0, seed1) in finals.items():
+        for result, style in ((seed0, "-"), (seed1, "--")):
+            steps, bpb = zip(*result["curve"], strict=True)
+            label = f"{arm} (lr {seed0['lr']:g})" if style == "-" else None
+            ax.plot(steps, bpb, style, color=colors[arm], label=label)
+    ax.set(xlabel="step", ylabel="validation bits per byte", ylim=(3.0, 5.0),
+           title="each arm at its best lr (seed 0 solid, seed 1 dashed)")
+    ax.legend(fontsize=7)
+    fig.savefig(figures / "lm_curves.png", dpi=110, bbox_inches="tight")
+
+    fig, ax = plt.subplots(figsize=(8, 5))  # final loss against lr
+    for arm in ARMS:
+        points = sorted((r["lr"], r["val_bpb"]) for run, r in by_phase.get("lr", []) if run.arm == arm)
+        if points:
+            lrs, bpb = zip(*points, strict=True)
+            ax.plot(lrs, [b if math.isfinite(b) else 8.0 for b in bpb], "o-", color=colors[arm], label=arm)
+    ax.set(xscale="log", xlabel="peak learning rate", ylabel="final validation bits per byte (8 = diverged)",
+           ylim=(3.0, 8.1), title="learning-rate sensitivity (seed 0)")
+    ax.legend(fontsize=7)
+    fig.savefig(figures / "lm_lr_sensitivity.png", dpi=110, bbox_inches="tight")
+
+    fig, ax = plt.subplots(figsize=(6, 4))  # final loss against alpha (x the arm's default)
+    for arm in ALPHA_ARMS:
+        base = float(ARMS[arm][0][ARMS[arm][0].index("--alpha") + 1])
+        points = [(r["alpha"] / base, r["val_bpb"]) for run, r in by_phase.get("alpha", []) if run.arm == arm]
+        points += [(1.0, finals[arm][0]["val_bpb"])] if arm in finals else []
+        if points:
+            factors, bpb = zip(*sorted(points), strict=True)
+            ax.plot(factors, bpb, "o-", color=colors[arm], label=f"{arm} (alpha x {base:g})")
+    ax.set(xscale="log", xlabel="alpha / default alpha", ylabel="final validation bits per byte",
+           title="alpha sensitivity at the best lr (seed 0)")
+    ax.legend(fontsize=7)
+    fig.savefig(figures / "lm_alpha_sensitivity.png", dpi=110, bbox_inches="tight")
+
+    alphagrad = [arm for arm in finals if arm.startswith("alphagrad")]
+    if alphagrad:  # monitors of the AlphaGrad runs at their best lr
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        for arm in alphagrad:
+            metrics = results / f"{finals[arm][0]['name']}.csv"
+            for ax, key in zip(axes, ("saturation/AlphaGrad/all", "grad_norm_unclipped/AlphaGrad/total",
+                                      "alpha/AlphaGrad/pg0"), strict=True):  # fmt: skip
+                steps, values = read_curve(metrics, key, x="step")
+                ax.plot(steps, values, color=colors[arm], label=arm)
+                ax.set(xlabel="step", title=key)
+        axes[1].set_yscale("log")
+        axes[0].legend(fontsize=7)
+        fig.savefig(figures / "lm_alphagrad_monitors.png", dpi=110, bbox_inches="tight")
+
+    sharded = by_phase.get("sharded", [])
+    if sharded:  # sharded (FSDP2, 2 processes) against the single-process run
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for run, result in sharded:
+            steps, bpb = zip(*result["curve"], strict=True)
+            ax.plot(steps, bpb, "--", color=colors[run.arm], label=f"{run.arm}, FSDP2 on 2 processes")
+            steps, bpb = zip(*finals[run.arm][0]["curve"], strict=True)
+            ax.plot(steps, bpb, "-", color=colors[run.arm], label=f"{run.arm}, 1 process")
+        ax.set(xlabel="step", ylabel="validation bits per byte", ylim=(3.0, 5.0), title="sharded vs single process")
+        ax.legend(fontsize=7)
+        fig.savefig(figures / "lm_sharded.png", dpi=110, bbox_inches="tight")
+    plt.close("all")
+    print(f"figures in {figures}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("plan", "run"))
+    parser.add_argument("command", choices=("plan", "run", "report"))
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "lm")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures", help="where report writes PNGs")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        report(args.results, args.figures)
+        return
     if args.command == "plan":
         for run in plan(args.results):
             bpb = final_bpb(args.results, run)

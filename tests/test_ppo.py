@@ -86,8 +86,9 @@ def test_bad_input_raises_value_error_naming_the_argument(kwargs: dict[str, Any]
 
 def test_defaults_follow_cleanrl_and_the_paper() -> None:
     adam = PPO(env_id="HalfCheetah-v5")
-    assert (adam.num_steps, adam.num_minibatches, adam.update_epochs, adam.minibatch_size) == (2048, 32, 10, 64)
-    assert adam.max_grad_norm == 0.5 and adam.clip_coef == 0.2 and adam.vf_coef == 0.5 and adam.ent_coef == 0.0
+    hp = adam.hparams
+    assert (adam.num_steps, hp.num_minibatches, hp.update_epochs, adam.minibatch_size) == (2048, 32, 10, 64)
+    assert adam.max_grad_norm == 0.5 and hp.clip_coef == 0.2 and hp.vf_coef == 0.5 and hp.ent_coef == 0.0
     optimizer = adam.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["eps"] == 1e-5
     alphagrad = PPO(env_id="HalfCheetah-v5", optimizer="alphagrad", alpha=196.0)
@@ -218,7 +219,8 @@ def test_non_finite_gradients_never_reach_the_weights(optimizer: str) -> None:
     else:
         quiet_trainer(max_epochs=1, callbacks=[NaNGradient()]).fit(model)
     torch.testing.assert_close(params_of(model), before, rtol=0, atol=0)
-    assert model.skipped_updates == 2 * model.update_epochs * model.num_minibatches  # 2 iterations of 32 steps
+    hp = model.hparams
+    assert model.skipped_updates == 2 * hp.update_epochs * hp.num_minibatches  # 2 iterations of 32 steps
 
 
 class StopAndSave(L.Callback):

@@ -155,17 +155,10 @@ class PPO(RLModule):
 
         self.env_id, self.env_kwargs, self.vectorization = env_id, env_kwargs, vectorization
         self.num_envs, self.num_steps, self.total_timesteps = num_envs, num_steps, total_timesteps
-        self.learning_rate, self.anneal_lr = learning_rate, anneal_lr
-        self.gamma, self.gae_lambda = gamma, gae_lambda
-        self.num_minibatches, self.update_epochs = num_minibatches, update_epochs
         self.batch_size = num_envs * num_steps
         self.minibatch_size = self.batch_size // num_minibatches
-        self.norm_adv, self.clip_coef, self.clip_vloss = norm_adv, clip_coef, clip_vloss
-        self.ent_coef, self.vf_coef, self.target_kl = ent_coef, vf_coef, target_kl
-        self.optimizer_name, self.alpha, self.momentum, self.eps = optimizer, alpha, momentum, eps
-        if max_grad_norm == "auto":
-            max_grad_norm = 0.5 if optimizer == "adam" else None
-        self.max_grad_norm = max_grad_norm
+        # the algorithm's own settings are read from self.hparams; "auto" resolved here
+        self.max_grad_norm = (0.5 if optimizer == "adam" else None) if max_grad_norm == "auto" else max_grad_norm
         self.eval_interval, self.num_eval_episodes = eval_interval, num_eval_episodes
 
         init_generator = torch.Generator().manual_seed(seed)
@@ -251,8 +244,9 @@ class PPO(RLModule):
         self.eval_envs = make_vector_env(self.env_id, 1, "sync", self.env_kwargs) if self.num_eval_episodes else None
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
         return make_optimizer(
-            self.parameters(), self.optimizer_name, self.learning_rate, self.alpha, self.momentum, self.eps, self.eps
+            self.parameters(), hp.optimizer, hp.learning_rate, hp.alpha, hp.momentum, hp.eps, hp.eps
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -316,7 +310,7 @@ class PPO(RLModule):
         rewards = torch.from_numpy(rewards).to(device)
         if truncated_obs:
             final_values = self.critic(torch.from_numpy(np.concatenate(truncated_obs)).to(device)).squeeze(-1)
-            rewards[truncated_steps, truncated_envs] += self.gamma * final_values
+            rewards[truncated_steps, truncated_envs] += self.hparams.gamma * final_values
         return {
             "obs": obs_buffer,
             "actions": actions_buffer,
@@ -334,10 +328,11 @@ class PPO(RLModule):
         advantages = np.zeros_like(rewards)
         last_advantage = np.zeros(self.num_envs, dtype=np.float32)
         next_value = rollout["next_value"].cpu().numpy()
+        gamma, gae_lambda = self.hparams.gamma, self.hparams.gae_lambda
         for t in reversed(range(self.num_steps)):
             not_end = 1.0 - ends[t]
-            delta = rewards[t] + self.gamma * next_value * not_end - values[t]
-            last_advantage = delta + self.gamma * self.gae_lambda * not_end * last_advantage
+            delta = rewards[t] + gamma * next_value * not_end - values[t]
+            last_advantage = delta + gamma * gae_lambda * not_end * last_advantage
             advantages[t] = last_advantage
             next_value = values[t]
         advantages_tensor = torch.from_numpy(advantages).to(self.device)
@@ -345,7 +340,7 @@ class PPO(RLModule):
 
     def set_learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
         """Anneal every group's lr linearly from its initial value to 0 over the run; returns the first group's lr."""
-        frac = 1.0 - self.env_steps / (self.num_iterations * self.global_batch_size) if self.anneal_lr else 1.0
+        frac = 1.0 - self.env_steps / (self.num_iterations * self.global_batch_size) if self.hparams.anneal_lr else 1.0
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = frac * group["initial_lr"]
@@ -397,6 +392,7 @@ class PPO(RLModule):
         Returns the loss and, detached where they are statistics, ``(L^CLIP, L^VF, S, old approx KL, approx KL,
         clip fraction)``.
         """
+        hp = self.hparams
         new_log_prob, entropy = self.log_prob_and_entropy(obs, actions)
         new_value = self.critic(obs).squeeze(-1)
         log_ratio = new_log_prob - old_log_probs
@@ -404,23 +400,23 @@ class PPO(RLModule):
         with torch.no_grad():
             old_approx_kl = (-log_ratio).mean()
             approx_kl = ((ratio - 1) - log_ratio).mean()
-            clipfrac = ((ratio - 1.0).abs() > self.clip_coef).float().mean()
+            clipfrac = ((ratio - 1.0).abs() > hp.clip_coef).float().mean()
 
-        if self.norm_adv:
+        if hp.norm_adv:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         pg_loss1 = -advantages * ratio
-        pg_loss2 = -advantages * ratio.clamp(1 - self.clip_coef, 1 + self.clip_coef)
+        pg_loss2 = -advantages * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)
         pg_loss = torch.max(pg_loss1, pg_loss2).mean()
 
         v_loss_unclipped = (new_value - returns) ** 2
-        if self.clip_vloss:
-            v_clipped = old_values + (new_value - old_values).clamp(-self.clip_coef, self.clip_coef)
+        if hp.clip_vloss:
+            v_clipped = old_values + (new_value - old_values).clamp(-hp.clip_coef, hp.clip_coef)
             v_loss_clipped = (v_clipped - returns) ** 2
             v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
         else:
             v_loss = 0.5 * v_loss_unclipped.mean()
         entropy_loss = entropy.mean()
-        loss = pg_loss - self.ent_coef * entropy_loss + v_loss * self.vf_coef
+        loss = pg_loss - hp.ent_coef * entropy_loss + v_loss * hp.vf_coef
         return loss, (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
 
     def training_step(self, batch: int, batch_idx: int) -> None:
@@ -443,7 +439,7 @@ class PPO(RLModule):
         b_returns, b_values = returns.reshape(-1), rollout["values"].reshape(-1)
         clipfracs = []
         params = [p for p in self.parameters() if p.requires_grad]
-        for _epoch in range(self.update_epochs):
+        for _epoch in range(self.hparams.update_epochs):
             permutation = torch.randperm(self.batch_size, generator=self.generator).to(self.device)
             for start in range(0, self.batch_size, self.minibatch_size):
                 index = permutation[start : start + self.minibatch_size]
@@ -455,9 +451,9 @@ class PPO(RLModule):
                 clipfracs.append(clipfrac)
                 self.update(optimizer, schedulers, params, loss)
 
-            if self.target_kl is not None:
+            if self.hparams.target_kl is not None:
                 mean_kl = self.trainer.strategy.reduce(approx_kl.detach(), reduce_op="mean")
-                if mean_kl > self.target_kl:  # the same decision on every rank
+                if mean_kl > self.hparams.target_kl:  # the same decision on every rank
                     break
 
         explained_variance = 1.0 - (b_returns - b_values).var() / b_returns.var()  # nan when returns are constant
