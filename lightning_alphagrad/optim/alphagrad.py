@@ -311,9 +311,7 @@ class AlphaGrad(Optimizer):
             grads, stands_in = None, not self._compiler_failed
         if impl in ("flat", "compiled") and grads is None:
             impl = "foreach" if len(params) > 1 else "reference"
-        step = _GroupStep(group, index, impl, params, layout, grads, has_buffer)  # type: ignore[arg-type]
-        step.stands_in = stands_in
-        return step
+        return _GroupStep(group, index, impl, params, layout, grads, has_buffer, stands_in)  # type: ignore[arg-type]
 
     def _large_group_compiled(self, index: int, group: dict[str, Any], layout: FlatLayout) -> bool:
         """Whether ``impl="auto"``'s large group ``index`` runs its compiled graph this step: once its steps in a row
@@ -466,10 +464,12 @@ class _GroupStep:
         layout: FlatLayout,
         grads: list[Tensor] | None,
         has_buffer: bool,
+        stands_in: bool,
     ) -> None:
         """``index``: of the group; ``layout``: its flat layout (the flat and compiled kernels'), ``grads``: the
         gradients as those kernels take them (``None`` for the per-tensor ones); ``has_buffer``: whether the layout
-        holds the previous steps' momentum."""
+        holds the previous steps' momentum; ``stands_in``: an eager kernel in place of a compiled graph not yet
+        switched to (it counts the group's eager steps, see ``AUTO_COMPILE_AFTER``)."""
         self.group, self.index, self.impl, self.params, self.layout = group, index, impl, params, layout
         self.grads: list[Tensor] = grads or []
         self.bufs: list[Tensor | None] = []
@@ -477,7 +477,7 @@ class _GroupStep:
         self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
         self.has_buffer = has_buffer
         self.numels: list[int] | None = None  # of the whole tensors, when the kernel gets local shards
-        self.stands_in = False  # an eager kernel in place of a compiled graph not yet switched to (AUTO_COMPILE_AFTER)
+        self.stands_in = stands_in
 
     def prepare(self, optimizer: AlphaGrad) -> _GroupStep:
         """Compute the gradient norms (or take those already computed for these gradients in this step, see
