@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     trainer = L.Trainer(accelerator="cpu", devices=args.devices, strategy=strategy, max_epochs=1,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=args.eval_every, callbacks=monitors,
+                        use_distributed_sampler=False,  # the loader yields step indices: every rank takes every step
                         logger=CSVLogger(args.out, name=name, version=""))  # fmt: skip
     began = time.perf_counter()
     trainer.fit(model)

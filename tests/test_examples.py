@@ -71,6 +71,7 @@ def test_lm_benchmark_sharded_on_two_processes_learns_and_keeps_alphagrads_state
     result = json.loads((tmp_path / "alphagrad-lr0.003-alpha2-m0.9-devices2-seed0" / "result.json").read_text())
     first, last = result["curve"][0][1], result["curve"][-1][1]
     assert 7.5 < first < 8.5 and last < first - 1.0 and result["devices"] == 2
+    assert [s for s, _ in result["curve"]] == [0, 10, 20, 30]  # every rank takes every step
     assert result["state_bytes_per_param"] == pytest.approx(4.0)
 
 
