@@ -209,7 +209,7 @@ def report(results: Path, figures: Path) -> None:
             steps, bpb = zip(*result["curve"], strict=True)
             label = f"{arm} (lr {seed0['lr']:g})" if style == "-" else None
             ax.plot(steps, bpb, style, color=colors[arm], label=label)
-    ax.set(xlabel="step", ylabel="validation bits per byte", ylim=(3.0, 5.0),
+    ax.set(xlabel="step", ylabel="validation bits per byte", ylim=(2.0, 5.0),
            title="each arm at its best lr (seed 0 solid, seed 1 dashed)")
     ax.legend(fontsize=7)
     fig.savefig(figures / "lm_curves.png", dpi=110, bbox_inches="tight")
@@ -221,7 +221,7 @@ def report(results: Path, figures: Path) -> None:
             lrs, bpb = zip(*points, strict=True)
             ax.plot(lrs, [b if math.isfinite(b) else 8.0 for b in bpb], "o-", color=colors[arm], label=arm)
     ax.set(xscale="log", xlabel="peak learning rate", ylabel="final validation bits per byte (8 = diverged)",
-           ylim=(3.0, 8.1), title="learning-rate sensitivity (seed 0)")
+           ylim=(2.0, 8.1), title="learning-rate sensitivity (seed 0)")
     ax.legend(fontsize=7)
     fig.savefig(figures / "lm_lr_sensitivity.png", dpi=110, bbox_inches="tight")
 
