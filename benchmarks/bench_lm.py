@@ -1,9 +1,10 @@
 """Training throughput of the language-model benchmark (``examples/lm_benchmark.py``) for every optimizer.
 
-Each optimizer trains its own copy of the default-size model (858,880 parameters, batch 16 x 256 bytes) on the same
-windows; within one round every optimizer takes one training step (forward, backward, ``step()`` and the scheduler)
-in turn, so load changes hit all of them alike. Reported per optimizer: the median step time, tokens/s and the share
-of the step spent in ``optimizer.step()``, and the ratio of the step time to AdamW's. Run it on a quiet machine.
+Each optimizer trains its own copy of the model at ``lm_benchmark.py``'s default size (858,880 parameters, batch 16 x
+256 bytes) on the same windows; within one round every optimizer takes one training step (forward, backward, ``step()``
+and the scheduler) in turn, so load changes hit all of them alike. Reported per optimizer: the median step time,
+tokens/s and the share of the step spent in ``optimizer.step()``, and the ratio of the step time to AdamW's. Run it on a
+quiet machine.
 
     python benchmarks/bench_lm.py                   # one torch thread
     python benchmarks/bench_lm.py --threads 2
@@ -59,26 +60,31 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, validation, _ = lm_benchmark.stdlib_corpus()
+    default = lm_benchmark.parse_args(["--optimizer", "adamw", "--lr", "1e-3"])  # the benchmark's default size
+    size = dict(width=default.width, layers=default.layers, heads=default.heads, context=default.context,
+                batch=default.batch)  # fmt: skip
     runs = {}
     for name, config in CONFIGS.items():
-        model = lm_benchmark.ByteLM(train, validation, lr=1e-3, steps=1000, width=128, **config)  # type: ignore[arg-type]
+        model = lm_benchmark.ByteLM(train, validation, lr=1e-3, steps=1000, **size, **config)  # type: ignore[arg-type]
         optimizers, schedulers = model.configure_optimizers()
         runs[name] = (model, optimizers, schedulers)
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for round_ in range(args.warmup + args.rounds):
-        batch = lm_benchmark.windows(train, 16, 256, generator)
+        batch = lm_benchmark.windows(train, default.batch, default.context, generator)
         for name, run in runs.items():
             measured = timed_step(*run, batch)
             if round_ >= args.warmup:
                 times[name].append(measured)
     base = statistics.median(t for t, _ in times["AdamW"])
-    print(f"{torch.get_num_threads()} thread(s), {args.rounds} interleaved steps, batch 16 x 256 bytes")
+    tokens = default.batch * default.context
+    print(f"{torch.get_num_threads()} thread(s), {args.rounds} interleaved steps, "
+          f"batch {default.batch} x {default.context} bytes")
     print(f"{'optimizer':34s} {'step ms':>8s} {'tokens/s':>9s} {'step() ms':>9s} {'vs AdamW':>8s}")
     for name, measured in times.items():
         step = statistics.median(t for t, _ in measured)
         opt = statistics.median(o for _, o in measured)
-        print(f"{name:34s} {step * 1e3:8.1f} {16 * 256 / step:9.0f} {opt * 1e3:9.2f} {step / base:8.2f}")
+        print(f"{name:34s} {step * 1e3:8.1f} {tokens / step:9.0f} {opt * 1e3:9.2f} {step / base:8.2f}")
 
 
 if __name__ == "__main__":

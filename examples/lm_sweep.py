@@ -81,13 +81,18 @@ class Run:
         return lm_benchmark.run_name(lm_benchmark.parse_args(list(self.args)))
 
 
+def load(results: Path, run: Run) -> dict[str, Any] | None:
+    """The run's result (``lm_benchmark``'s, with the sweep's additions), None while it has not finished."""
+    path = results / f"{run.name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def final_bpb(results: Path, run: Run) -> float | None:
     """The run's final validation bits per byte (inf where it diverged), None while it has not finished."""
-    path = results / f"{run.name}.json"
-    if not path.exists():
+    result = load(results, run)
+    if result is None:
         return None
-    bpb = json.loads(path.read_text())["val_bpb"]
-    return bpb if math.isfinite(bpb) else math.inf
+    return result["val_bpb"] if math.isfinite(result["val_bpb"]) else math.inf
 
 
 def next_on_grid(lr: float, up: bool) -> float:
@@ -172,11 +177,6 @@ def execute(run: Run, results: Path, work: Path) -> tuple[bool, str]:
     shutil.copyfile(work / run.name / "metrics.csv", results / f"{run.name}.csv")
     (results / f"{run.name}.json").write_text(json.dumps(result, indent=1))
     return True, f"{run.name}: {result['val_bpb']:.3f} bits/byte ({result['seconds']:.0f} s)"
-
-
-def load(results: Path, run: Run) -> dict[str, Any] | None:
-    path = results / f"{run.name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def report(results: Path, figures: Path) -> None:
