@@ -17,7 +17,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from lightning_alphagrad._validation import check_range
-from lightning_alphagrad.optim.functional import StepHyper, grad_norms, indices_by_device_and_dtype
+from lightning_alphagrad.optim.functional import StepHyper, TensorLists, grad_norms, indices_by_device_and_dtype
 from lightning_alphagrad.optim.grad_stats import cached_grad_norms
 from lightning_alphagrad.optim.kernels import (
     CompiledGroupStep,
@@ -245,20 +245,21 @@ class AlphaGrad(Optimizer):
             return loss
         if not kernels:
             return loss
-        prepared = [step.prepare(self) for step in kernels]
+        for step in kernels:
+            step.prepare(self)
         # One host sync per step: any inf/NaN gradient makes its norm, and the sum of all norms, non-finite.
-        on_host = sum(step.norm_sum for step in prepared if isinstance(step.norm_sum, float))
-        on_device = [step.norm_sum for step in prepared if isinstance(step.norm_sum, Tensor)]
+        on_host = sum(step.norm_sum for step in kernels if isinstance(step.norm_sum, float))
+        on_device = [step.norm_sum for step in kernels if isinstance(step.norm_sum, Tensor)]
         if on_device:
             on_host += torch.stack([s.to(on_device[0].device) for s in on_device]).sum().item()
         if not math.isfinite(on_host):
             self._handle_nonfinite()
             return loss
-        for step in prepared:
+        for step in kernels:
             step.run(self)
-        self._last_impls = tuple(step.impl for step in prepared)
+        self._last_impls = tuple(step.impl for step in kernels)
         # Kept in the groups, so that a resumed run switches kernels at the same step as an uninterrupted one.
-        for step in prepared:
+        for step in kernels:
             if step.stands_in:
                 step.group[EAGER_STEPS_KEY] += 1
             elif step.impl != "compiled":  # an eager kernel for another reason: the count starts over
@@ -271,7 +272,7 @@ class AlphaGrad(Optimizer):
             self._compiling = True
         return loss
 
-    def _select_kernels(self) -> _WholeGroupGraph | list[_GroupStep]:
+    def _select_kernels(self) -> _WholeGroupGraph | list[_FlatStep | _PerTensorStep]:
         """The kernel of this step, chosen here and only here (see ``impl``): the whole-group compiled graph for a
         single group that asks for it and whose inputs fit it; else, per group with gradients, the flat kernel on the
         last step's layout while the gradients still fit it, or the kernel ``_choose_impl`` names, replaced by a
@@ -284,34 +285,34 @@ class AlphaGrad(Optimizer):
         steps = [self._group_kernel(index, group) for index, group in enumerate(self.param_groups)]
         return [step for step in steps if step is not None]
 
-    def _group_kernel(self, index: int, group: dict[str, Any]) -> _GroupStep | None:
+    def _group_kernel(self, index: int, group: dict[str, Any]) -> _FlatStep | _PerTensorStep | None:
         """The kernel of one group and its inputs (``None``: no gradients); see :meth:`_select_kernels`."""
         layout, impl = self._flat_layouts.get(index), self._layout_kernels.get(index)
         grads = None
         if layout is not None and group["impl"] in ("auto", impl) and group["foreach"] is None:
             grads = layout.gradients(group["params"])  # the common case, checked in one pass
-        if grads is not None:
-            params = layout.params  # type: ignore[union-attr]
+        if layout is not None and grads is not None:
+            params = layout.params
         else:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 return None
             impl = _choose_impl(group, params)
-            if impl in ("flat", "compiled"):
-                if layout is None or layout.gradients(params) is None:
-                    layout = self._flat_layouts[index] = FlatLayout(params)
-                self._layout_kernels[index] = impl
-                grads = layout.gradients(params)
-        has_buffer = False
-        if impl in ("flat", "compiled") and grads is not None and group["momentum"] > 0:
-            bound = layout.bind_momentum(self.state)  # type: ignore[union-attr]
-            grads, has_buffer = (None, False) if bound is None else (grads, bound)
+            if impl not in ("flat", "compiled"):
+                return _PerTensorStep(group, params, impl)
+            if layout is None or layout.gradients(params) is None:
+                layout = self._flat_layouts[index] = FlatLayout(params)
+            self._layout_kernels[index] = impl
+            grads = layout.gradients(params)
+        has_buffer: bool | None = False
+        if grads is not None and group["momentum"] > 0:
+            has_buffer = layout.bind_momentum(self.state)
         stands_in = impl == "flat" and len(self.param_groups) == 1  # for the whole-step graph (AUTO_COMPILE_AFTER)
         if impl == "compiled" and group["impl"] == "auto" and not self._large_group_compiled(index, group, layout):
             grads, stands_in = None, not self._compiler_failed
-        if impl in ("flat", "compiled") and grads is None:
-            impl = "foreach" if len(params) > 1 else "reference"
-        return _GroupStep(group, index, impl, params, layout, grads, has_buffer, stands_in)  # type: ignore[arg-type]
+        if grads is None or has_buffer is None:
+            return _PerTensorStep(group, params, "foreach" if len(params) > 1 else "reference", stands_in)
+        return _FlatStep(group, index, impl, layout, grads, has_buffer, stands_in)
 
     def _large_group_compiled(self, index: int, group: dict[str, Any], layout: FlatLayout) -> bool:
         """Whether ``impl="auto"``'s large group ``index`` runs its compiled graph this step: once its steps in a row
@@ -420,7 +421,7 @@ class AlphaGrad(Optimizer):
             if not params:
                 continue
             kernel = foreach_alphagrad if _use_foreach(group, grads) else single_tensor_alphagrad
-            kernel(params, grads, bufs, group_norms, StepHyper.of(group), finite=finite)
+            kernel(TensorLists(params, grads, bufs, group_norms), StepHyper.of(group), finite)
             _store_buffers(self.state, group, group["params"], bufs)
 
     def _handle_nonfinite(self) -> None:
@@ -447,12 +448,12 @@ class _WholeGroupGraph(NamedTuple):
     has_buffer: bool
 
 
-class _GroupStep:
-    """One param group's share of a step: its kernel (chosen by ``AlphaGrad._select_kernels``), the kernel's inputs
-    and the gradient norms.
+class _FlatStep:
+    """One param group's share of a step on its flat layout: ``"flat"`` (a handful of whole-vector ops) or
+    ``"compiled"`` (the group's compiled graph, on norms computed beforehand).
 
-    The norms of every group are computed (``prepare``) before any group is updated (``run``), so that one check
-    can skip the whole step when a gradient is not finite.
+    Every group's norms are computed (``prepare``) before any group is updated (``run``), so that one check can skip
+    the whole step when a gradient is not finite; ``norm_sum`` is what that check reads.
     """
 
     def __init__(
@@ -460,59 +461,66 @@ class _GroupStep:
         group: dict[str, Any],
         index: int,
         impl: str,
-        params: list[Tensor],
         layout: FlatLayout,
-        grads: list[Tensor] | None,
+        grads: list[Tensor],
         has_buffer: bool,
         stands_in: bool,
     ) -> None:
-        """``index``: of the group; ``layout``: its flat layout (the flat and compiled kernels'), ``grads``: the
-        gradients as those kernels take them (``None`` for the per-tensor ones); ``has_buffer``: whether the layout
-        holds the previous steps' momentum; ``stands_in``: an eager kernel in place of a compiled graph not yet
-        switched to (it counts the group's eager steps, see ``AUTO_COMPILE_AFTER``)."""
-        self.group, self.index, self.impl, self.params, self.layout = group, index, impl, params, layout
-        self.grads: list[Tensor] = grads or []
-        self.bufs: list[Tensor | None] = []
-        self.norms: Tensor | list[Tensor] = []
+        """``index``: of the group; ``grads``: its gradients (views, see ``FlatLayout.gradients``); ``has_buffer``:
+        whether the layout holds the previous steps' momentum; ``stands_in``: an eager kernel in place of a compiled
+        graph not yet switched to (it counts the group's eager steps, see ``AUTO_COMPILE_AFTER``)."""
+        self.group, self.index, self.impl, self.layout, self.grads = group, index, impl, layout, grads
+        self.has_buffer, self.stands_in = has_buffer, stands_in
+        self.norms = torch.empty(0)
         self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
-        self.has_buffer = has_buffer
-        self.numels: list[int] | None = None  # of the whole tensors, when the kernel gets local shards
-        self.stands_in = stands_in
 
-    def prepare(self, optimizer: AlphaGrad) -> _GroupStep:
+    def prepare(self, optimizer: AlphaGrad) -> None:
         """Compute the gradient norms (or take those already computed for these gradients in this step, see
-        :func:`~lightning_alphagrad.optim.grad_stats.cached_grad_norms`) and the per-tensor kernels' inputs."""
-        if self.impl in ("flat", "compiled"):
-            self.norms = torch.stack(cached_grad_norms(optimizer, self.grads) or grad_norms(self.grads))
-            self.norm_sum = sum(self.norms.tolist()) if self.norms.device.type == "cpu" else self.norms.sum()
-            return self
-        # norms of the gradients themselves: those of the full tensors for sharded ones (one all-reduce, see
-        # grad_norms), equal for their real views and sign flips
-        full_grads = [p.grad for p in self.params if p.grad is not None]
-        if isinstance(self.params[0], DTensor):
-            self.numels = [torch.view_as_real(g).numel() if g.is_complex() else g.numel() for g in full_grads]
-        self.params, self.grads, self.bufs = _gather(optimizer.state, self.group, self.params)
-        # the shared norms come from grad_norms' foreach form: only the foreach kernel computes its norms that way
-        shared = cached_grad_norms(optimizer, full_grads) if self.impl == "foreach" else None
-        self.norms = shared or grad_norms(full_grads, self.impl == "foreach")
-        self.norm_sum = _sum_norms(self.norms)
-        return self
+        :func:`~lightning_alphagrad.optim.grad_stats.cached_grad_norms`)."""
+        self.norms = torch.stack(cached_grad_norms(optimizer, self.grads) or grad_norms(self.grads))
+        self.norm_sum = sum(self.norms.tolist()) if self.norms.device.type == "cpu" else self.norms.sum()
 
     def run(self, optimizer: AlphaGrad) -> None:
         group, layout = self.group, self.layout
         if self.impl == "flat":
-            flat_alphagrad(layout, self.grads, self.norms, self.has_buffer, StepHyper.of(group),  # type: ignore[arg-type]
+            flat_alphagrad(layout, self.grads, self.norms, self.has_buffer, StepHyper.of(group),
                            maximize=group["maximize"], fast_tanh=group["fast_tanh"] is not False)  # fmt: skip
-        elif self.impl == "compiled":
-            compiled = optimizer._group_step(self.index, group, layout, True)
-            compiled(self.grads, self.norms, self.has_buffer, **_compiled_hyper(group))  # type: ignore[arg-type]
         else:
-            kernel = foreach_alphagrad if self.impl == "foreach" else single_tensor_alphagrad
-            kernel(self.params, self.grads, self.bufs, self.norms, StepHyper.of(group), numels=self.numels)  # type: ignore[arg-type]
-            _store_buffers(optimizer.state, group, [p for p in group["params"] if p.grad is not None], self.bufs)
-            return
+            compiled = optimizer._group_step(self.index, group, layout, True)
+            compiled(self.grads, self.norms, self.has_buffer, **_compiled_hyper(group))
         if group["momentum"] > 0 and not self.has_buffer:
             layout.publish_momentum(optimizer.state)
+
+
+class _PerTensorStep:
+    """One param group's share of a step on a per-tensor kernel, ``"reference"`` or ``"foreach"``: any dtype,
+    device, complex or sharded parameters. Same ``prepare``/``run`` contract as :class:`_FlatStep`."""
+
+    def __init__(self, group: dict[str, Any], params: list[Tensor], impl: str, stands_in: bool = False) -> None:
+        """``params``: the group's parameters with a gradient; ``stands_in``: as for :class:`_FlatStep`."""
+        self.group, self.params, self.impl, self.stands_in = group, params, impl, stands_in
+        self.tensors = TensorLists([], [], [], [])
+        self.norm_sum: float | Tensor = 0.0
+
+    def prepare(self, optimizer: AlphaGrad) -> None:
+        """Gather the kernel's inputs and compute the gradient norms (or take those already computed, as above)."""
+        # norms of the gradients themselves: those of the full tensors for sharded ones (one all-reduce, see
+        # grad_norms), equal for their real views and sign flips
+        full_grads = [p.grad for p in self.params if p.grad is not None]
+        numels = None
+        if isinstance(self.params[0], DTensor):
+            numels = [torch.view_as_real(g).numel() if g.is_complex() else g.numel() for g in full_grads]
+        params, grads, bufs = _gather(optimizer.state, self.group, self.params)  # (rejects sparse gradients)
+        # the shared norms come from grad_norms' foreach form: only the foreach kernel computes its norms that way
+        shared = cached_grad_norms(optimizer, full_grads) if self.impl == "foreach" else None
+        norms = shared or grad_norms(full_grads, self.impl == "foreach")
+        self.tensors = TensorLists(params, grads, bufs, norms, numels)
+        self.norm_sum = _sum_norms(norms)
+
+    def run(self, optimizer: AlphaGrad) -> None:
+        kernel = foreach_alphagrad if self.impl == "foreach" else single_tensor_alphagrad
+        kernel(self.tensors, StepHyper.of(self.group))
+        _store_buffers(optimizer.state, self.group, self.params, self.tensors.bufs)
 
 
 def _compiled_hyper(group: dict[str, Any]) -> dict[str, Any]:

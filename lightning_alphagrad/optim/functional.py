@@ -29,6 +29,7 @@ from lightning_alphagrad.optim.sharded import local, shard_group
 
 __all__ = [
     "StepHyper",
+    "TensorLists",
     "effective_alpha",
     "grad_norm",
     "grad_norms",
@@ -56,6 +57,19 @@ class StepHyper(NamedTuple):
     @classmethod
     def of(cls, group: dict[str, Any]) -> StepHyper:
         return cls(*(group[key] for key in cls._fields))
+
+
+class TensorLists(NamedTuple):
+    """One group's inputs of the per-tensor kernels (reference and foreach), aligned lists: the parameters, their
+    gradients (sign-flipped if maximizing), momentum buffers (``None`` where a parameter has none yet: the kernel
+    puts the new one there) and the gradients' L2 norms (0-d, see :func:`grad_norm`); ``numels``: the elements of each
+    whole tensor when these are local shards (``size_aware`` needs them)."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    bufs: list[Tensor | None]
+    norms: list[Tensor]
+    numels: list[int] | None = None
 
 
 def upcast_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -6,26 +6,18 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_alphagrad.optim.functional import StepHyper, normalized_tanh_updates
+from lightning_alphagrad.optim.functional import StepHyper, TensorLists, normalized_tanh_updates
 
 __all__ = ["foreach_alphagrad"]
 
 
-def foreach_alphagrad(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor | None],
-    norms: list[Tensor],
-    hyper: StepHyper,
-    *,
-    finite: Tensor | None = None,
-    numels: list[int] | None = None,
-) -> None:
+def foreach_alphagrad(tensors: TensorLists, hyper: StepHyper, finite: Tensor | None = None) -> None:
     """Same contract as :func:`~lightning_alphagrad.optim.kernels.reference.single_tensor_alphagrad`.
 
     Extra memory: one set of update tensors the size of ``params`` (fp32 copies for fp16/bf16 gradients).
     """
     lr, alpha, momentum, dampening, nesterov, weight_decay, eps, size_aware = hyper
+    params, grads, bufs, norms, numels = tensors
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, bufs, norms], with_indices=True  # type: ignore[list-item]
     )

@@ -5,28 +5,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_alphagrad.optim.functional import StepHyper, normalized_tanh_update
+from lightning_alphagrad.optim.functional import StepHyper, TensorLists, normalized_tanh_update
 
 __all__ = ["single_tensor_alphagrad"]
 
 
-def single_tensor_alphagrad(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor | None],
-    norms: list[Tensor],
-    hyper: StepHyper,
-    *,
-    finite: Tensor | None = None,
-    numels: list[int] | None = None,
-) -> None:
-    """Update ``params`` in place; new momentum buffers are written into ``bufs`` (``None`` entries).
+def single_tensor_alphagrad(tensors: TensorLists, hyper: StepHyper, finite: Tensor | None = None) -> None:
+    """Update ``tensors.params`` in place; new momentum buffers are written into ``tensors.bufs`` (``None`` entries).
 
-    ``norms`` are the gradients' L2 norms (see :func:`~lightning_alphagrad.optim.functional.grad_norm`); ``finite``
-    (0-d bool), if given, masks the whole update arithmetically instead of a branch (used inside ``torch.compile``);
-    ``numels``: elements of each whole tensor when ``params`` are local shards (``size_aware`` needs them).
+    ``finite`` (0-d bool), if given, masks the whole update arithmetically instead of a branch (used inside
+    ``torch.compile``).
     """
     lr, alpha, momentum, dampening, nesterov, weight_decay, eps, size_aware = hyper
+    params, grads, bufs, norms, numels = tensors
     for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
         if finite is not None:
             grad = torch.where(finite, grad, 0)
