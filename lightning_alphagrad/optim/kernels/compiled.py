@@ -39,7 +39,14 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from lightning_alphagrad.optim.fast_tanh import tanh_fast_or_exact
 from lightning_alphagrad.optim.kernels.flat import FlatLayout
 
-__all__ = ["CompiledGroupStep", "compile_group_step", "compile_in_subprocess", "group_step"]
+__all__ = [
+    "CompiledGroupStep",
+    "apply_subprocess_spec",
+    "compile_group_step",
+    "compile_in_subprocess",
+    "group_step",
+    "subprocess_spec",
+]
 
 GraphKey = tuple  # the arguments of compile_group_step
 _COMPILING: dict[GraphKey, Future] = {}
@@ -75,8 +82,7 @@ def group_step(*key: object, background: bool) -> Future:
 def compile_in_subprocess(*key: object) -> Callable[..., list[Tensor]]:
     """``compile_group_step(*key)`` run by ``python -m`` this module, saved to a file and loaded here (loading traces
     nothing); a process that exits meanwhile stops the subprocess."""
-    shapes, dtype, device, *flags = key
-    spec = json.dumps([shapes, str(dtype).removeprefix("torch."), str(device), *flags])
+    spec = subprocess_spec(*key)
     with tempfile.TemporaryDirectory(prefix="alphagrad-graph-") as folder:
         path = Path(folder) / "graph.bin"
         command = [sys.executable, "-m", __name__, spec, str(path)]
@@ -90,6 +96,20 @@ def compile_in_subprocess(*key: object) -> Callable[..., list[Tensor]]:
             last = errors.strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
             raise RuntimeError(f"compiling in a subprocess failed: {last[0]}")
         return torch._inductor.CompiledArtifact.load(path=str(path), format="binary")
+
+
+def subprocess_spec(*key: object) -> str:
+    """``key`` and this process's torch thread count as the subprocess's command-line argument (JSON)."""
+    shapes, dtype, device, *flags = key
+    return json.dumps([torch.get_num_threads(), shapes, str(dtype).removeprefix("torch."), str(device), *flags])
+
+
+def apply_subprocess_spec(spec: str) -> GraphKey:
+    """In the subprocess: take the caller's thread count (inductor generates CPU code for the count it compiles
+    under; a graph made for two threads runs ~30 % slower on one) and return the key."""
+    threads, shapes, dtype, device, *flags = json.loads(spec)
+    torch.set_num_threads(threads)
+    return (tuple(map(tuple, shapes)), getattr(torch, dtype), torch.device(device), *flags)
 
 
 def compile_group_step(
@@ -233,6 +253,4 @@ class CompiledGroupStep:
 
 
 if __name__ == "__main__":  # compile_in_subprocess: python -m ... SPEC PATH
-    shapes, dtype, device, *flags = json.loads(sys.argv[1])
-    key = (tuple(map(tuple, shapes)), getattr(torch, dtype), torch.device(device), *flags)
-    compile_group_step(*key).save(path=sys.argv[2], format="binary")
+    compile_group_step(*apply_subprocess_spec(sys.argv[1])).save(path=sys.argv[2], format="binary")
