@@ -471,7 +471,7 @@ class _FlatStep:
         graph not yet switched to (it counts the group's eager steps, see ``AUTO_COMPILE_AFTER``)."""
         self.group, self.index, self.impl, self.layout, self.grads = group, index, impl, layout, grads
         self.has_buffer, self.stands_in = has_buffer, stands_in
-        self.norms = torch.empty(0)
+        self.norms: Tensor  # 1-D, set by prepare
         self.norm_sum: float | Tensor = 0.0  # a float where the norms were copied to the host anyway
 
     def prepare(self, optimizer: AlphaGrad) -> None:

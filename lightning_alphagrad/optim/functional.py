@@ -128,7 +128,9 @@ def grad_norms(grads: list[Tensor], foreach: bool = True) -> list[Tensor]:
         return [full.to(n.dtype) for full, n in zip(squares.sqrt_().unbind(), norms, strict=True)]
     if not foreach:
         return [grad_norm(g) for g in grads]
-    norms: list[Tensor | None] = [_dot_norm(g) for g in grads]
+    norms: list[Tensor | None] = [None] * len(grads)
+    for i in [i for i, g in enumerate(grads) if g.numel() > DOT_MIN_NUMEL]:  # (no call per tensor on RL networks)
+        norms[i] = _dot_norm(grads[i])
     rest = [i for i, n in enumerate(norms) if n is None]
     for kind in indices_by_device_and_dtype([grads[i] for i in rest]):
         idx = [rest[j] for j in kind]
