@@ -56,7 +56,7 @@ class StepHyper(NamedTuple):
 
     @classmethod
     def of(cls, group: dict[str, Any]) -> StepHyper:
-        return cls(*(group[key] for key in cls._fields))
+        return cls._make(map(group.__getitem__, cls._fields))
 
 
 class TensorLists(NamedTuple):
@@ -129,11 +129,12 @@ def grad_norms(grads: list[Tensor], foreach: bool = True) -> list[Tensor]:
     if not foreach:
         return [grad_norm(g) for g in grads]
     norms: list[Tensor | None] = [None] * len(grads)
-    for i in [i for i, g in enumerate(grads) if g.numel() > DOT_MIN_NUMEL]:  # (no call per tensor on RL networks)
-        norms[i] = _dot_norm(grads[i])
-    rest = [i for i, n in enumerate(norms) if n is None]
-    for kind in indices_by_device_and_dtype([grads[i] for i in rest]):
-        idx = [rest[j] for j in kind]
+    if grads and max(map(Tensor.numel, grads)) > DOT_MIN_NUMEL:
+        norms = [_dot_norm(g) for g in grads]
+    for kind in indices_by_device_and_dtype(grads):
+        idx = [i for i in kind if norms[i] is None]  # the rest: one _foreach_norm
+        if not idx:
+            continue
         dtype = upcast_dtype(grads[idx[0]].dtype)
         for i, n in zip(idx, torch._foreach_norm([grads[i] for i in idx], 2, dtype=dtype), strict=True):
             norms[i] = n
