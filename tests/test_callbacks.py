@@ -149,7 +149,7 @@ def read_csv(path: Path) -> dict[int, dict[str, float]]:
     return rows
 
 
-def assert_matches(logged: dict[str, float], reference: dict[str, float], sizes: dict[str, int]) -> None:
+def assert_logged_metrics_match(logged: dict[str, float], reference: dict[str, float], sizes: dict[str, int]) -> None:
     for key, expected in reference.items():
         assert key in logged, key
         if key.startswith("saturation/"):
@@ -186,7 +186,7 @@ def test_logged_values_equal_independent_computation(tmp_path: Path, accelerator
             continue
         logged = rows[record["step"]]
         reference = reference_metrics(record, "AlphaGrad")
-        assert_matches(logged, reference, sizes)
+        assert_logged_metrics_match(logged, reference, sizes)
         for name, grad, *_ in record["params"]:
             assert logged[f"grad_norm_unclipped/AlphaGrad/{name}"] == pytest.approx(float(grad.norm()), rel=1e-6)
         assert logged["alpha/AlphaGrad/decay"] == record["group_alphas"][0] == 10.0
@@ -219,7 +219,7 @@ def test_norms_are_logged_before_gradient_clipping(tmp_path: Path, accelerator: 
         if record["step"] in rows:
             logged = rows[record["step"]]
             assert logged["grad_norm_unclipped/AlphaGrad/total"] > 100 * 1e-3
-            assert_matches(logged, reference_metrics(record, "AlphaGrad"), sizes)
+            assert_logged_metrics_match(logged, reference_metrics(record, "AlphaGrad"), sizes)
 
 
 def count_grad_norms_calls(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
@@ -329,8 +329,10 @@ def test_manual_optimization_with_two_optimizers_keys_each(tmp_path: Path) -> No
         logged = rows[record["step"]]
         norms = reference_metrics(record, "actor" if is_actor else "critic")
         saturation = reference_metrics(record, "AlphaGrad" if is_actor else "AlphaGrad-1")
-        assert_matches(logged, {k: v for k, v in norms.items() if k.startswith("grad_norm_unclipped/")}, sizes)
-        assert_matches(logged, {k: v for k, v in saturation.items() if not k.startswith("grad_norm_unclipped/")}, sizes)
+        unclipped = {k: v for k, v in norms.items() if k.startswith("grad_norm_unclipped/")}
+        assert_logged_metrics_match(logged, unclipped, sizes)
+        monitored = {k: v for k, v in saturation.items() if not k.startswith("grad_norm_unclipped/")}
+        assert_logged_metrics_match(logged, monitored, sizes)
         checked += 1
     assert checked == 4
 
@@ -470,7 +472,7 @@ def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path: Pat
     rows = read_csv(tmp_path / "metrics.csv")
     assert sorted(rows) == [1, 3]
     for record in recorder.records[1::2]:
-        assert_matches(rows[record["step"]], reference_metrics(record, "AlphaGrad"), layer_sizes(model))
+        assert_logged_metrics_match(rows[record["step"]], reference_metrics(record, "AlphaGrad"), layer_sizes(model))
 
 
 def test_unused_per_batch_hooks_are_not_dispatched_but_overrides_are(tmp_path: Path) -> None:
