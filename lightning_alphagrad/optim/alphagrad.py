@@ -499,7 +499,7 @@ class _PerTensorStep:
     def __init__(self, group: dict[str, Any], params: list[Tensor], impl: str, stands_in: bool = False) -> None:
         """``params``: the group's parameters with a gradient; ``stands_in``: as for :class:`_FlatStep`."""
         self.group, self.params, self.impl, self.stands_in = group, params, impl, stands_in
-        self.tensors = TensorLists([], [], [], [])
+        self.tensors: TensorLists  # set by prepare
         self.norm_sum: float | Tensor = 0.0
 
     def prepare(self, optimizer: AlphaGrad) -> None:
