@@ -353,16 +353,32 @@ def test_auto_switches_to_the_compiled_graph_after_a_number_of_steps(monkeypatch
             assert torch.equal(a, b)
 
 
-def test_the_compiling_subprocess_compiles_for_the_callers_thread_count():
+def test_the_compiling_subprocess_compiles_for_the_callers_thread_count(monkeypatch):
     """Inductor generates CPU code for the thread count it compiles under (a graph made for two threads ran ~30 %
-    slower on one): the subprocess gets the key and the caller's count."""
+    slower on one): the subprocess is started with the key and the caller's count, and takes both."""
     key = (((3, 2), (3,)), torch.float32, torch.device("cpu"), True, False, False, True, False, False)
+    commands = []
+
+    class NoProcess:  # records the command instead of compiling; fails like a broken toolchain
+        returncode = 1
+
+        def __init__(self, command: list[str], **kwargs: object) -> None:
+            commands.append(command)
+
+        def communicate(self) -> tuple[str, str]:
+            return "", "not started"
+
+        def kill(self) -> None:
+            pass
+
+    monkeypatch.setattr(compiled_module.subprocess, "Popen", NoProcess)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        spec = compiled_module.subprocess_spec(*key)
+        with pytest.raises(RuntimeError, match="not started"):
+            compiled_module.compile_in_subprocess(*key)
         torch.set_num_threads(2)
-        assert compiled_module.apply_subprocess_spec(spec) == key
+        assert compiled_module.apply_subprocess_spec(commands[0][3]) == key  # [python, -m, module, spec, path]
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
