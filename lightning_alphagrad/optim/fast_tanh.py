@@ -7,10 +7,13 @@ rational one to 2e-7 (its fit error), so it is meant for float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-__all__ = ["exp_tanh", "rational_tanh", "sigmoid_tanh_", "tanh_fast_or_exact"]
+__all__ = ["TanhForm", "exp_tanh", "rational_tanh", "rational_tanh_of_eighth", "sigmoid_tanh_", "tanh_form"]
 
 
 def rational_tanh(x: Tensor) -> Tensor:
@@ -22,14 +25,21 @@ def rational_tanh(x: Tensor) -> Tensor:
     costs the fused update ~5% of its time). ``P`` is then scaled by ``1 - 2**-22`` so that the fp32 result never
     leaves [-1, 1] without a final clamp (a clamp costs the fused update ~10%): checked on every fp32 input in
     [1e-30, 8] and its negation, eagerly and compiled, the largest magnitude is 1 - 3e-7 and the largest error
-    7.8e-7. The coefficients are literals on purpose: ``torch.compile`` turns floats read from globals into runtime
-    inputs, which costs the kernel half its speed. Written for compiled kernels (eagerly it is many ops). The clamp
-    works on the bits (see :func:`_clamp_unit`), so inf gives +-1 and NaN gives +-1 too: callers mask non-finite
-    inputs first, as AlphaGrad's kernels do.
+    7.8e-7; compiled with FMAs, as the group step is, the largest magnitude is 1 - 1.8e-7. The coefficients are
+    literals on purpose: ``torch.compile`` turns floats read from globals into runtime inputs, which costs the kernel
+    half its speed. Written for compiled kernels (eagerly it is many ops). The clamp works on the bits (see
+    :func:`_clamp_unit`), so inf gives +-1 and NaN gives +-1 too: callers mask non-finite inputs first, as AlphaGrad's
+    kernels do.
     """
     if x.dtype != torch.float32:
         raise ValueError(f"rational_tanh takes float32, got x of dtype {x.dtype}")
-    y = _clamp_unit(x * 0.125)
+    return rational_tanh_of_eighth(x * 0.125)
+
+
+def rational_tanh_of_eighth(x8: Tensor) -> Tensor:
+    """``tanh(8 * x8)`` by :func:`rational_tanh`'s formula, for callers that fold the ``1/8`` into a multiplication by
+    a scalar they do anyway (exact: a power of two)."""
+    y = _clamp_unit(x8)
     z = y * y
     p = (((-0.8080479092333978 * z + 14.855682724029744) * z + 87.96704391938991) * z + 65.02312433253056) * z
     q = ((51.19792723826837 * z + 93.37897272167567) * z + 29.46100830830395) * z + 1.0
@@ -65,8 +75,16 @@ def sigmoid_tanh_(doubled: Tensor) -> Tensor:
     return doubled.sigmoid_().mul_(2.0).sub_(1.0)
 
 
-def tanh_fast_or_exact(x: Tensor, fast_tanh: bool) -> Tensor:
-    """tanh: exact, or the fastest form accurate to the dtype (rational in fp32, exp-based in fp64)."""
+class TanhForm(NamedTuple):
+    """``tanh(x) = function(x * input_scale)``; callers fold ``input_scale`` into a scalar they multiply by anyway."""
+
+    input_scale: float
+    function: Callable[[Tensor], Tensor]
+
+
+def tanh_form(dtype: torch.dtype, fast_tanh: bool) -> TanhForm:
+    """tanh for compiled kernels: exact, or the fastest form accurate to ``dtype`` (rational in fp32, exp-based
+    in fp64)."""
     if not fast_tanh:
-        return torch.tanh(x)
-    return rational_tanh(x) if x.dtype == torch.float32 else exp_tanh(x)
+        return TanhForm(1.0, torch.tanh)
+    return TanhForm(0.125, rational_tanh_of_eighth) if dtype == torch.float32 else TanhForm(1.0, exp_tanh)

@@ -13,9 +13,12 @@ Two forms, by where the gradient norms come from:
 - computed in the graph (the whole step, for the small single group of an RL network, where one call is all the
   step costs): every norm, the non-finite flag and the update of all tensors;
 - given (``norms_given``; large groups and optimizers with several groups): the norms are computed eagerly before,
-  so that one non-finite check covers every group before any moves.
+  so that one non-finite check covers every group before any moves; the caller runs the graph only when they are
+  all finite.
 
-Either way a non-finite gradient masks the whole update arithmetically (nothing moves), reported by the returned flag.
+Computing its norms, the graph masks the whole update arithmetically when a gradient is not finite (nothing moves),
+reported by the returned flag; on given norms it masks nothing (one select per element less) and returns the flag of
+the norms it was given.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 from torch import Tensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from lightning_alphagrad.optim.fast_tanh import tanh_fast_or_exact
+from lightning_alphagrad.optim.fast_tanh import tanh_form
 from lightning_alphagrad.optim.kernels.flat import FlatLayout
 
 __all__ = [
@@ -49,6 +52,13 @@ __all__ = [
 ]
 
 GraphKey = tuple  # the arguments of compile_group_step
+
+# Inductor options of every group step. No per-input size checks on each call: the caller guarantees the inputs' sizes
+# and strides. Multiplies and adds contracted to FMAs (inductor's default keeps them apart, for bitwise equality with
+# eager ops): the fp32 update is compute-bound on CPUs, and the fast tanh's polynomials are mostly multiply-adds.
+# Graph of one 1M-element fp32 tensor held in cache, 1 thread: 182-198 -> 143-144 us on given norms, 304-329 -> 245-249
+# us computing its norm, momentum 0.9 (the AMD machine of benchmarks/README.md).
+COMPILE_OPTIONS = {"size_asserts": False, "cpp.enable_floating_point_contract_flag": "fast"}
 _COMPILING: dict[GraphKey, Future] = {}
 
 
@@ -128,35 +138,42 @@ def compile_group_step(
     The compiled function takes ``(*params_1d, *grads, *bufs_1d, norms, hyper)`` (``norms``, 1-D, the gradients' L2
     norms, only if ``norms_given``) with
     ``hyper = [lr, signed alpha, eps, 1 - lr * weight_decay, buf_coef, update_coef, momentum]`` and returns
-    ``[finite]``, the 0-d "all gradients finite" flag; it updates params and buffers in place (not at all if the flag
-    is false). Without ``weight_decay`` the graph leaves out the multiplication by ``hyper[3]`` (then 1).
+    ``[finite]``, the 0-d "all gradients finite" flag; it updates params and buffers in place. Without
+    ``weight_decay`` the graph leaves out the multiplication by ``hyper[3]`` (then 1).
 
-    Masking costs one select per element: when a gradient is not finite, the scaled gradient is replaced by zeros
-    (so ``u = 0``) and the step's coefficients by the identity (``lr = update_coef = 0``, ``buf_coef = decay = 1``),
-    which leaves params and buffers bitwise unchanged.
+    Without ``norms_given`` it masks: when a gradient is not finite, the scaled gradient is replaced by zeros (so
+    ``u = 0``, one select per element) and the step's coefficients by the identity (``lr = update_coef = 0``,
+    ``buf_coef = decay = 1``), which leaves params and buffers bitwise unchanged. With ``norms_given`` the caller
+    runs it only on finite norms.
     """
     count = len(shapes)
     numels = [math.prod(shape) for shape in shapes]
-    steepness = [math.sqrt(n) if size_aware else 1.0 for n in numels]
+    tanh_scale, tanh = tanh_form(dtype, fast_tanh)
+    steepness = [(math.sqrt(n) if size_aware else 1.0) * tanh_scale for n in numels]
 
     def step(*tensors: Tensor) -> tuple[Tensor]:
         params, grads = tensors[:count], tensors[count : 2 * count]
-        bufs, hyper = tensors[2 * count : 3 * count], tensors[-1]
+        bufs, hyper = tensors[2 * count : 3 * count] if momentum else params, tensors[-1]  # (bufs unused without)
         lr, alpha, eps, decay, buf_coef, update_coef, momentum_coef = hyper.unbind()
-        if norms_given:
-            finite = tensors[-2].sum().isfinite()
+        if norms_given:  # checked by the caller: nothing to mask
             norms = tensors[-2].unbind()
+            finite = tensors[-2].sum().isfinite()
         else:
             norms = [torch.linalg.vector_norm(g) for g in grads]
             finite = torch.stack(norms).sum().isfinite()
-        zero, one = torch.zeros_like(lr), torch.ones_like(lr)
-        lr, update_coef = torch.where(finite, lr, zero), torch.where(finite, update_coef, zero)
-        buf_coef, decay = torch.where(finite, buf_coef, one), torch.where(finite, decay, one)
-        for i, (param, grad, norm) in enumerate(zip(params, grads, norms, strict=True)):
-            scaled = torch.where(finite, grad.reshape(-1) * (alpha * steepness[i] / (norm + eps)), zero)
-            u = tanh_fast_or_exact(scaled, fast_tanh)
+            zero, one = torch.zeros_like(lr), torch.ones_like(lr)
+            lr, update_coef = torch.where(finite, lr, zero), torch.where(finite, update_coef, zero)
+            buf_coef, decay = torch.where(finite, buf_coef, one), torch.where(finite, decay, one)
+        # The scalars each elementwise loop reads, computed once into one buffer: inlined into the loops they would be
+        # recomputed for every vector of elements, a division among them (the graph of COMPILE_OPTIONS' comment, norm
+        # computed, without FMAs: 488-525 -> 304-329 us).
+        scalars = torch.stack([lr, decay, buf_coef, update_coef, momentum_coef,
+                               *(alpha * steepness[i] / (norm + eps) for i, norm in enumerate(norms))])  # fmt: skip
+        lr, decay, buf_coef, update_coef, momentum_coef, *scales = scalars.unbind()
+        for param, grad, buf, scale in zip(params, grads, bufs, scales, strict=True):
+            scaled = grad.reshape(-1) * scale
+            u = tanh(scaled if norms_given else torch.where(finite, scaled, zero))
             if momentum:
-                buf = bufs[i]
                 new_buf = buf * buf_coef + update_coef * u
                 buf.copy_(new_buf)
                 u = u + momentum_coef * new_buf if nesterov else new_buf
@@ -174,8 +191,7 @@ def compile_group_step(
         *([make((count,))] if norms_given else []),
         torch.zeros(7, dtype=dtype, device=device),
     ]
-    # The caller guarantees the inputs' sizes and strides: no per-input checks on every call.
-    with torch.no_grad(), torch._inductor.config.patch(size_asserts=False):
+    with torch.no_grad(), torch._inductor.config.patch(COMPILE_OPTIONS):
         graph = make_fx(step)(*example)
         return torch._inductor.standalone_compile(graph, example, dynamic_shapes="from_example_inputs")
 
@@ -227,8 +243,8 @@ class CompiledGroupStep:
         eps: float,
         maximize: bool,
     ) -> bool:
-        """Run the step (``grads`` checked by the caller; ``norms`` 1-D if ``norms_given``, else ``None``); ``False``
-        when a gradient was not finite (nothing moved).
+        """Run the step (``grads`` checked by the caller; ``norms`` 1-D and all finite if ``norms_given``, else
+        ``None``); ``False`` when a gradient was not finite (then nothing moved).
 
         On the first momentum step (``has_buffer`` false) the layout's buffer is created as zeros and ``buf = u``.
         """
