@@ -71,6 +71,23 @@ def test_compiled_path_matches_reference(monkeypatch, dtype, fast_tanh, tol, con
     assert_matches(params, opt, expected, bufs, tol)
 
 
+# large groups: a graph on given norms; small ones: the whole step in one graph
+@pytest.mark.parametrize("large", [False, True])
+@pytest.mark.parametrize("dtype,fast_tanh,tol,config", [COMPILED_CASES[0], COMPILED_CASES[2]])
+def test_compiled_path_with_scalars_apart_matches_reference(monkeypatch, dtype, fast_tanh, tol, config, large):
+    """From SCALARS_APART_MIN_NUMEL elements a group's graph computes its loops' scalars into one buffer first (the
+    problem's 1,266 elements stay below it: every other compiled test runs them inline)."""
+    monkeypatch.setattr(compiled_module, "SCALARS_APART_MIN_NUMEL", 1)
+    monkeypatch.setattr(compiled_module, "_COMPILING", {})  # not a graph of another test, made with them inline
+    if large:
+        monkeypatch.setattr(alphagrad_module, "FLAT_MAX_NUMEL", 10)
+    params0, grads = problem(dtype)
+    expected, bufs = reference_steps(params0, grads, **config)
+    params, opt = run(params0, grads, impl="compiled", fast_tanh=fast_tanh, **config)
+    assert opt.last_impls == ("compiled",)
+    assert_matches(params, opt, expected, bufs, tol)
+
+
 @pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[3]])
 def test_flat_path_with_fast_tanh_within_stated_tolerance(config):
     """fast tanh: |error| < 1e-6 per step on u, so params and buffers stay within a few 1e-6 after three steps."""

@@ -57,8 +57,17 @@ GraphKey = tuple  # the arguments of compile_group_step
 # and strides. Multiplies and adds contracted to FMAs (inductor's default keeps them apart, for bitwise equality with
 # eager ops): the fp32 update is compute-bound on CPUs, and the fast tanh's polynomials are mostly multiply-adds.
 # Graph of one 1M-element fp32 tensor held in cache, 1 thread: 182-198 -> 143-144 us on given norms, 304-329 -> 245-249
-# us computing its norm, momentum 0.9 (the AMD machine of benchmarks/README.md).
+# us computing its norm, momentum 0.9 (the AMD machine of benchmarks/README.md; the scalars apart, see below).
 COMPILE_OPTIONS = {"size_asserts": False, "cpp.enable_floating_point_contract_flag": "fast"}
+
+# From this many elements in a group, the scalars its elementwise loops read (coefficients, per-tensor scales) are
+# computed once into one buffer. Inlined into the loops, as inductor does otherwise, they are recomputed for every
+# vector of elements, a division among them: one 1M-element fp32 tensor held in cache, 1 thread, momentum 0.9,
+# 361-365 -> 231-244 us computing its norm, 220-223 -> 168-175 us on given norms; (c) of
+# benchmarks/bench_optimizer.py (209k elements) 96 -> 82-84 us. In small groups the extra buffer changes how inductor
+# places the small loops (each in its own serial section inside the parallel region) and costs more than it saves:
+# (a) 19-20 -> 27 us at 1 thread, 23 -> 31 us at 2.
+SCALARS_APART_MIN_NUMEL = 1 << 16
 _COMPILING: dict[GraphKey, Future] = {}
 
 
@@ -150,6 +159,7 @@ def compile_group_step(
     numels = [math.prod(shape) for shape in shapes]
     tanh_scale, tanh = tanh_form(dtype, fast_tanh)
     steepness = [(math.sqrt(n) if size_aware else 1.0) * tanh_scale for n in numels]
+    scalars_apart = sum(numels) >= SCALARS_APART_MIN_NUMEL
 
     def step(*tensors: Tensor) -> tuple[Tensor]:
         params, grads = tensors[:count], tensors[count : 2 * count]
@@ -164,12 +174,10 @@ def compile_group_step(
             zero, one = torch.zeros_like(lr), torch.ones_like(lr)
             lr, update_coef = torch.where(finite, lr, zero), torch.where(finite, update_coef, zero)
             buf_coef, decay = torch.where(finite, buf_coef, one), torch.where(finite, decay, one)
-        # The scalars each elementwise loop reads, computed once into one buffer: inlined into the loops they would be
-        # recomputed for every vector of elements, a division among them (the graph of COMPILE_OPTIONS' comment, norm
-        # computed, without FMAs: 488-525 -> 304-329 us).
-        scalars = torch.stack([lr, decay, buf_coef, update_coef, momentum_coef,
-                               *(alpha * steepness[i] / (norm + eps) for i, norm in enumerate(norms))])  # fmt: skip
-        lr, decay, buf_coef, update_coef, momentum_coef, *scales = scalars.unbind()
+        scales = [alpha * steepness[i] / (norm + eps) for i, norm in enumerate(norms)]
+        if scalars_apart:
+            scalars = torch.stack([lr, decay, buf_coef, update_coef, momentum_coef, *scales])
+            lr, decay, buf_coef, update_coef, momentum_coef, *scales = scalars.unbind()
         for param, grad, buf, scale in zip(params, grads, bufs, scales, strict=True):
             scaled = grad.reshape(-1) * scale
             u = tanh(scaled if norms_given else torch.where(finite, scaled, zero))
