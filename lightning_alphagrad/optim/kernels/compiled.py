@@ -56,8 +56,9 @@ GraphKey = tuple  # the arguments of compile_group_step
 # Inductor options of every group step. No per-input size checks on each call: the caller guarantees the inputs' sizes
 # and strides. Multiplies and adds contracted to FMAs (inductor's default keeps them apart, for bitwise equality with
 # eager ops): the fp32 update is compute-bound on CPUs, and the fast tanh's polynomials are mostly multiply-adds.
-# Graph of one 1M-element fp32 tensor held in cache, 1 thread: 182-198 -> 143-144 us on given norms, 304-329 -> 245-249
-# us computing its norm, momentum 0.9 (the AMD machine of benchmarks/README.md; the scalars apart, see below).
+# Graph of one 1M-element fp32 tensor held in cache, 1 thread (the AMD machine of benchmarks/README.md, the scalars
+# apart, see below): on a given norm without momentum 182-198 -> 143-144 us; computing its norm, momentum 0.9,
+# 304-329 -> 245-249 us.
 COMPILE_OPTIONS = {"size_asserts": False, "cpp.enable_floating_point_contract_flag": "fast"}
 
 # From this many elements in a group, the scalars its elementwise loops read (coefficients, per-tensor scales) are
