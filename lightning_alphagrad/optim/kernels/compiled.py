@@ -175,7 +175,7 @@ def compile_group_step(
             zero, one = torch.zeros_like(lr), torch.ones_like(lr)
             lr, update_coef = torch.where(finite, lr, zero), torch.where(finite, update_coef, zero)
             buf_coef, decay = torch.where(finite, buf_coef, one), torch.where(finite, decay, one)
-        scales = [alpha * steepness[i] / (norm + eps) for i, norm in enumerate(norms)]
+        scales = [alpha * steep / (norm + eps) for steep, norm in zip(steepness, norms, strict=True)]
         if scalars_apart:
             scalars = torch.stack([lr, decay, buf_coef, update_coef, momentum_coef, *scales])
             lr, decay, buf_coef, update_coef, momentum_coef, *scales = scalars.unbind()
