@@ -253,7 +253,7 @@ class CompiledGroupStep:
         maximize: bool,
     ) -> bool:
         """Run the step (``grads`` checked by the caller; ``norms`` 1-D and all finite if ``norms_given``, else
-        ``None``); ``False`` when a gradient was not finite (then nothing moved).
+        ``None``); ``False`` when a gradient was not finite (then nothing moved), always ``True`` on given norms.
 
         On the first momentum step (``has_buffer`` false) the layout's buffer is created as zeros and ``buf = u``.
         """
@@ -274,7 +274,8 @@ class CompiledGroupStep:
         if graph is None:  # compiles now, or waits for a compilation started in the background
             graph = self._graphs[decay] = group_step(*self._graph_key, decay, background=False).result()
         given = [] if norms is None else [norms]
-        return bool(graph(*layout.param_views, *grads, *bufs, *given, self._hyper)[0])
+        finite = graph(*layout.param_views, *grads, *bufs, *given, self._hyper)[0]
+        return norms is not None or bool(finite)  # given norms were checked by the caller: no read back (a GPU sync)
 
 
 if __name__ == "__main__":  # compile_in_subprocess: python -m ... SPEC PATH
